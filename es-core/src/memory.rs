@@ -1,0 +1,267 @@
+//! `MemoryStore`: the embedded default and the test double, with every store semantic.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::envelope::{NewEvent, RecordedEvent, Snapshot, StreamId};
+use crate::error::Error;
+use crate::store::{EventStore, ExpectedVersion, StreamQuery};
+
+/// A thread-safe in-memory [`EventStore`]. Clones share the same data.
+///
+/// Appends take a write lock, so positions are assigned in commit order and followers never
+/// see a gap. Payloads are stored encoded, exactly as a database would hold them, so schema
+/// evolution and decode errors behave as they do in production.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use es_core::{EventStore, ExpectedVersion, MemoryStore, Metadata, NewEvent, StreamId, StreamQuery};
+/// use serde_json::value::to_raw_value;
+///
+/// let store = MemoryStore::new();
+/// let stream = StreamId::new("Counter", "c-1");
+/// let event = NewEvent {
+///     event_id: uuid::Uuid::now_v7(),
+///     event_name: "Incremented".into(),
+///     schema_version: 1,
+///     payload: to_raw_value(&serde_json::json!({ "by": 2 })).unwrap(),
+///     metadata: Metadata::by_user("u-1"),
+/// };
+/// let recorded = store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
+/// assert_eq!((recorded[0].version, recorded[0].position), (1, 1));
+/// assert_eq!(store.read_stream(&stream, &StreamQuery::all()).await.unwrap().len(), 1);
+/// # });
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The global log; an event's position is its index plus one.
+    log: Vec<RecordedEvent>,
+    /// Log indices of each stream's events, in version order.
+    streams: HashMap<StreamId, Vec<usize>>,
+    /// Log index of every event id.
+    ids: HashMap<Uuid, usize>,
+    snapshots: HashMap<StreamId, Snapshot>,
+    checkpoints: HashMap<String, u64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of events in the global log.
+    pub fn len(&self) -> usize {
+        self.read().log.len()
+    }
+
+    /// Whether no event was ever appended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // Every mutation below completes before it could panic, so a poisoned lock still
+        // guards consistent data.
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    fn stream_version(&self, stream: &StreamId) -> u64 {
+        self.streams.get(stream).map_or(0, |v| v.len() as u64)
+    }
+
+    /// If the batch was stored before, the stored events; an error if an id is reused with
+    /// other content or the batch only partly matches a stored one.
+    fn replayed_batch(
+        &self,
+        stream: &StreamId,
+        events: &[NewEvent],
+    ) -> Result<Option<Vec<RecordedEvent>>, Error> {
+        let mut stored = Vec::new();
+        for event in events {
+            if let Some(&index) = self.ids.get(&event.event_id) {
+                let recorded = &self.log[index];
+                if !event.same_content_as(stream, recorded) {
+                    return Err(Error::DuplicateEventId {
+                        event_id: event.event_id,
+                        stream: recorded.stream.clone(),
+                    });
+                }
+                stored.push(recorded.clone());
+            }
+        }
+        match stored.len() {
+            0 => Ok(None),
+            n if n == events.len() => Ok(Some(stored)),
+            _ => {
+                let reused = &stored[0];
+                Err(Error::DuplicateEventId {
+                    event_id: reused.event_id,
+                    stream: reused.stream.clone(),
+                })
+            }
+        }
+    }
+}
+
+fn check_batch(events: &[NewEvent]) -> Result<(), Error> {
+    for (i, event) in events.iter().enumerate() {
+        if events[..i].iter().any(|e| e.event_id == event.event_id) {
+            return Err(Error::Invalid(format!(
+                "event id {} appears twice in one append",
+                event.event_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        if events.len() <= 16 {
+            check_batch(&events)?;
+        } else {
+            let mut seen = std::collections::HashSet::with_capacity(events.len());
+            if let Some(dup) = events.iter().find(|e| !seen.insert(e.event_id)) {
+                return Err(Error::Invalid(format!(
+                    "event id {} appears twice in one append",
+                    dup.event_id
+                )));
+            }
+        }
+        let mut inner = self.write();
+        if let Some(stored) = inner.replayed_batch(stream, &events)? {
+            return Ok(stored);
+        }
+        let actual = inner.stream_version(stream);
+        if !expected.accepts(actual) {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual,
+            });
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let recorded_at = Utc::now();
+        let first_index = inner.log.len();
+        let mut recorded = Vec::with_capacity(events.len());
+        for (offset, event) in events.into_iter().enumerate() {
+            recorded.push(RecordedEvent {
+                event_id: event.event_id,
+                stream: stream.clone(),
+                version: actual + offset as u64 + 1,
+                position: (first_index + offset) as u64 + 1,
+                event_name: event.event_name,
+                schema_version: event.schema_version,
+                payload: event.payload,
+                metadata: event.metadata,
+                recorded_at,
+            });
+        }
+        let Inner {
+            log, streams, ids, ..
+        } = &mut *inner;
+        let indices = match streams.entry(stream.clone()) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(Vec::new()),
+        };
+        for (offset, event) in recorded.iter().enumerate() {
+            indices.push(first_index + offset);
+            ids.insert(event.event_id, first_index + offset);
+        }
+        log.extend(recorded.iter().cloned());
+        Ok(recorded)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        query: &StreamQuery,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let inner = self.read();
+        let Some(indices) = inner.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let start = usize::try_from(query.from_version.saturating_sub(1)).unwrap_or(usize::MAX);
+        let end = query.to_version.map_or(indices.len(), |to| {
+            usize::try_from(to).unwrap_or(usize::MAX).min(indices.len())
+        });
+        let selected = indices.get(start..end.max(start)).unwrap_or_default();
+        Ok(selected
+            .iter()
+            .map(|&i| &inner.log[i])
+            .filter(|e| query.matches(e))
+            .cloned()
+            .collect())
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
+        Ok(self.read().stream_version(stream))
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, Error> {
+        let inner = self.read();
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(inner.log.len());
+        let end = start.saturating_add(limit).min(inner.log.len());
+        Ok(inner.log[start..end].to_vec())
+    }
+
+    async fn head_position(&self) -> Result<u64, Error> {
+        Ok(self.read().log.len() as u64)
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, Error> {
+        Ok(self.read().snapshots.get(stream).cloned())
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {
+        let mut inner = self.write();
+        match inner.snapshots.entry(snapshot.stream.clone()) {
+            Entry::Occupied(mut o) => {
+                let current = o.get();
+                if (snapshot.state_version, snapshot.version)
+                    >= (current.state_version, current.version)
+                {
+                    o.insert(snapshot);
+                }
+            }
+            Entry::Vacant(v) => {
+                v.insert(snapshot);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, Error> {
+        Ok(self.read().checkpoints.get(name).copied())
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), Error> {
+        self.write().checkpoints.insert(name.to_owned(), position);
+        Ok(())
+    }
+}

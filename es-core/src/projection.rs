@@ -1,0 +1,202 @@
+//! Projections: read models fed by the global log, resumable from a checkpoint.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, pin_mut};
+
+use crate::envelope::RecordedEvent;
+use crate::error::{BoxError, Error};
+use crate::store::{EventStore, read_all_batches};
+
+/// A read model built from the global log.
+///
+/// ```
+/// use es_core::{BoxError, Projection, RecordedEvent};
+///
+/// #[derive(Default)]
+/// struct EventCount(u64);
+///
+/// impl Projection for EventCount {
+///     fn name(&self) -> &str { "event-count" }
+///     async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), BoxError> {
+///         self.0 += 1;
+///         Ok(())
+///     }
+///     async fn reset(&mut self) -> Result<(), BoxError> {
+///         self.0 = 0;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Projection: Send {
+    /// Stable name; the key of its checkpoint.
+    fn name(&self) -> &str;
+
+    /// Names of the events it wants; others advance the checkpoint without a call.
+    /// `None` (the default) handles every event.
+    fn event_names(&self) -> Option<&[&str]> {
+        None
+    }
+
+    /// Folds one event into the read model.
+    fn handle(
+        &mut self,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Empties the read model before a rebuild.
+    fn reset(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// How far a rebuild or catch-up has come.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Events read so far in this run.
+    pub done: u64,
+    /// Events to read in this run (head position minus start position when it began).
+    pub total: u64,
+    /// Position of the last event read.
+    pub position: u64,
+    /// Time since the run began.
+    pub elapsed: Duration,
+}
+
+impl Progress {
+    /// Events per second so far.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.done as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Feeds one projection from a store's global log, resuming from its checkpoint.
+///
+/// The checkpoint is saved after each batch, after the projection handled it: delivery is at
+/// least once across crashes. Stores that keep read models in the same database can do better
+/// (es-postgres commits the read model and checkpoint in one transaction).
+pub struct ProjectionRunner<S, P> {
+    store: S,
+    projection: P,
+    batch_size: usize,
+}
+
+impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
+    /// A runner reading batches of 1,000 events.
+    pub fn new(store: S, projection: P) -> Self {
+        Self {
+            store,
+            projection,
+            batch_size: 1_000,
+        }
+    }
+
+    /// Sets the batch size (events read per round trip and per checkpoint).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// The projection, to query its read model.
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    /// Mutable access to the projection.
+    pub fn projection_mut(&mut self) -> &mut P {
+        &mut self.projection
+    }
+
+    /// Gives the projection back.
+    pub fn into_projection(self) -> P {
+        self.projection
+    }
+
+    /// Handles every event after the checkpoint up to the current head; returns the final
+    /// progress.
+    pub async fn catch_up(&mut self) -> Result<Progress, Error> {
+        self.catch_up_with(|_| {}).await
+    }
+
+    /// Like [`ProjectionRunner::catch_up`], calling `on_progress` after every batch.
+    pub async fn catch_up_with(
+        &mut self,
+        mut on_progress: impl FnMut(Progress) + Send,
+    ) -> Result<Progress, Error> {
+        let name = self.projection.name().to_owned();
+        let start = self.store.load_checkpoint(&name).await?.unwrap_or(0);
+        let head = self.store.head_position().await?;
+        let began = Instant::now();
+        let mut progress = Progress {
+            done: 0,
+            total: head.saturating_sub(start),
+            position: start,
+            elapsed: Duration::ZERO,
+        };
+        let mut last_log = began;
+        let batches = read_all_batches(self.store.clone(), start, self.batch_size);
+        pin_mut!(batches);
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            for event in &batch {
+                if self.wants(event) {
+                    self.projection
+                        .handle(event)
+                        .await
+                        .map_err(|source| Error::Projection {
+                            projection: name.clone(),
+                            position: event.position,
+                            source,
+                        })?;
+                }
+            }
+            let Some(last) = batch.last() else { break };
+            self.store.save_checkpoint(&name, last.position).await?;
+            progress.done += batch.len() as u64;
+            progress.total = progress.total.max(progress.done);
+            progress.position = last.position;
+            progress.elapsed = began.elapsed();
+            on_progress(progress);
+            if last_log.elapsed() >= Duration::from_secs(1) {
+                last_log = Instant::now();
+                tracing::info!(projection = %name, done = progress.done, total = progress.total, rate = progress.rate(), "projection progress");
+            }
+            if last.position >= head {
+                break;
+            }
+        }
+        progress.elapsed = began.elapsed();
+        Ok(progress)
+    }
+
+    /// Empties the read model and replays the whole log into it from position 0, calling
+    /// `on_progress` after every batch.
+    pub async fn rebuild(
+        &mut self,
+        on_progress: impl FnMut(Progress) + Send,
+    ) -> Result<Progress, Error> {
+        let name = self.projection.name().to_owned();
+        self.projection
+            .reset()
+            .await
+            .map_err(|source| Error::Projection {
+                projection: name.clone(),
+                position: 0,
+                source,
+            })?;
+        self.store.save_checkpoint(&name, 0).await?;
+        let progress = self.catch_up_with(on_progress).await?;
+        tracing::info!(projection = %name, events = progress.done, seconds = progress.elapsed.as_secs_f64(), rate = progress.rate(), "projection rebuilt");
+        Ok(progress)
+    }
+
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        self.projection
+            .event_names()
+            .is_none_or(|names| names.contains(&event.event_name.as_str()))
+    }
+}

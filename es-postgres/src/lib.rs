@@ -1,0 +1,1 @@
+//! PostgreSQL event store (arrives with the es-postgres issue).
