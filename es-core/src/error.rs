@@ -43,16 +43,6 @@ pub enum Error {
         /// Why.
         source: DecodeError,
     },
-    /// A snapshot could not be decoded although its state version matched.
-    #[error("cannot decode snapshot of {stream} at version {version}: {source}")]
-    Snapshot {
-        /// Stream of the snapshot.
-        stream: StreamId,
-        /// Stream version the snapshot holds.
-        version: u64,
-        /// The serde error.
-        source: serde_json::Error,
-    },
     /// An event or a state could not be serialised.
     #[error("cannot encode: {0}")]
     Encode(#[source] serde_json::Error),

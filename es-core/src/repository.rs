@@ -159,23 +159,26 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let stream = self.stream_id(id);
         let state_version = A::SNAPSHOT_EVERY.map(|_| A::STATE_VERSION);
         let (snapshot, events) = self.store.load_stream(&stream, state_version).await?;
-        let mut loaded = match snapshot {
-            Some(snapshot) => restore::<A>(&snapshot)?.unwrap_or_else(|| Loaded {
-                state: A::default(),
-                version: 0,
-            }),
+        let mut loaded = match snapshot.as_ref().map(restore::<A>) {
+            Some(Some(restored)) => restored,
+            Some(None) => {
+                // The snapshot is unusable and `events` start after it: replay everything.
+                let mut loaded = Loaded {
+                    state: A::default(),
+                    version: 0,
+                };
+                apply_all(
+                    &mut loaded,
+                    &self.store.read_stream(&stream, &StreamQuery::all()).await?,
+                )?;
+                return Ok(loaded);
+            }
             None => Loaded {
                 state: A::default(),
                 version: 0,
             },
         };
-        if loaded.version == 0 && events.first().is_some_and(|e| e.version != 1) {
-            // The snapshot was unusable: replay from the start.
-            let events = self.store.read_stream(&stream, &StreamQuery::all()).await?;
-            apply_all(&mut loaded, &events)?;
-        } else {
-            apply_all(&mut loaded, &events)?;
-        }
+        apply_all(&mut loaded, &events)?;
         Ok(loaded)
     }
 
@@ -193,7 +196,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     && let Some(snapshot) = self.store.load_snapshot(&stream).await?
                     && snapshot.state_version == A::STATE_VERSION
                     && snapshot.version <= version
-                    && let Some(restored) = restore::<A>(&snapshot)?
+                    && let Some(restored) = restore::<A>(&snapshot)
                 {
                     loaded = restored;
                 }
@@ -333,23 +336,22 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 }
 
-/// Decodes a snapshot written by this code's state version; `None` if the aggregate does
-/// not snapshot or the shape changed.
-fn restore<A: Aggregate>(snapshot: &Snapshot) -> Result<Option<Loaded<A>>, Error> {
+/// Decodes a snapshot written by this code's state version. `None` (replay from the start)
+/// when the aggregate takes no snapshots, the shape changed, or the state does not decode:
+/// a snapshot is only a cache, so a bad one costs time, never correctness.
+fn restore<A: Aggregate>(snapshot: &Snapshot) -> Option<Loaded<A>> {
     if snapshot.state_version != A::STATE_VERSION {
-        return Ok(None);
+        return None;
     }
-    match A::decode_state(&snapshot.state) {
-        Some(Ok(state)) => Ok(Some(Loaded {
+    match A::decode_state(&snapshot.state)? {
+        Ok(state) => Some(Loaded {
             state,
             version: snapshot.version,
-        })),
-        Some(Err(source)) => Err(Error::Snapshot {
-            stream: snapshot.stream.clone(),
-            version: snapshot.version,
-            source,
         }),
-        None => Ok(None),
+        Err(error) => {
+            tracing::warn!(stream = %snapshot.stream, version = snapshot.version, %error, "snapshot does not decode; replaying all events");
+            None
+        }
     }
 }
 
