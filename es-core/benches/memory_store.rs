@@ -9,7 +9,10 @@ mod common;
 
 use common::{Account, AccountEvent, Deposited};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use es_core::{EventStore, EventStoreExt, ExpectedVersion, MemoryStore, Metadata, NewEvent, Repository, StreamId};
+use es_core::{
+    EventStore, EventStoreExt, ExpectedVersion, MemoryStore, Metadata, NewEvent, Repository,
+    StreamId,
+};
 use futures::StreamExt;
 use futures::executor::block_on;
 
@@ -18,7 +21,10 @@ const EVENTS: u64 = 10_000;
 fn deposits(count: u64) -> Vec<NewEvent> {
     (0..count)
         .map(|i| {
-            let event = AccountEvent::from(Deposited { amount: i as i64, note: "salary".into() });
+            let event = AccountEvent::from(Deposited {
+                amount: i as i64,
+                note: "salary".into(),
+            });
             NewEvent::from_set(&event, Metadata::by_user("bench")).expect("encode")
         })
         .collect()
@@ -44,7 +50,12 @@ fn append(c: &mut Criterion) {
             |(store, events)| {
                 let stream = StreamId::new("Account", "acc-1");
                 for (version, event) in events.into_iter().enumerate() {
-                    block_on(store.append(&stream, ExpectedVersion::Exact(version as u64), vec![event])).expect("append");
+                    block_on(store.append(
+                        &stream,
+                        ExpectedVersion::Exact(version as u64),
+                        vec![event],
+                    ))
+                    .expect("append");
                 }
                 store
             },
@@ -88,7 +99,11 @@ fn replay(c: &mut Criterion) {
     let scanned = filled_store(10, EVENTS / 10);
     group.bench_function("scan global log (batches of 1000)", |b| {
         b.iter(|| {
-            let n = block_on(scanned.stream_all(0, 1_000).fold(0u64, |n, e| async move { n + u64::from(e.is_ok()) }));
+            let n = block_on(
+                scanned
+                    .stream_all(0, 1_000)
+                    .fold(0u64, |n, e| async move { n + u64::from(e.is_ok()) }),
+            );
             assert_eq!(n, EVENTS);
         })
     });
@@ -99,19 +114,32 @@ fn commands(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory/command");
     const COMMANDS: u64 = 1_000;
     group.throughput(Throughput::Elements(COMMANDS));
-    for (label, cache) in [("load + decide + append", false), ("with state cache", true)] {
+    for (label, cache) in [
+        ("load + decide + append", false),
+        ("with state cache", true),
+    ] {
         group.bench_function(label, |b| {
             b.iter_batched(
                 || {
                     let store = MemoryStore::new();
                     let repo = Repository::<Account, _>::new(store);
-                    let repo = if cache { repo.with_state_cache(16) } else { repo };
-                    block_on(repo.execute("acc-1", Metadata::by_user("bench"), |a| a.open("bench"))).expect("open");
+                    let repo = if cache {
+                        repo.with_state_cache(16)
+                    } else {
+                        repo
+                    };
+                    block_on(
+                        repo.execute("acc-1", Metadata::by_user("bench"), |a| a.open("bench")),
+                    )
+                    .expect("open");
                     repo
                 },
                 |repo| {
                     for _ in 0..COMMANDS {
-                        block_on(repo.execute("acc-1", Metadata::by_user("bench"), |a| a.deposit(1))).expect("deposit");
+                        block_on(
+                            repo.execute("acc-1", Metadata::by_user("bench"), |a| a.deposit(1)),
+                        )
+                        .expect("deposit");
                     }
                     repo
                 },

@@ -177,3 +177,18 @@ pub struct Snapshot {
     /// When it was taken.
     pub taken_at: DateTime<Utc>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_equality_ignores_key_order_and_spacing_but_not_values() {
+        assert!(json_equal(
+            r#"{"a":1,"b":[1,2]}"#,
+            r#"{ "b": [1, 2], "a": 1 }"#
+        ));
+        assert!(!json_equal(r#"{"a":1}"#, r#"{"a":2}"#));
+        assert!(!json_equal(r#"{"a":1}"#, r#"{"a":1,"b":null}"#));
+    }
+}

@@ -95,3 +95,29 @@ impl Metadata {
         meta
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_keep_the_commands_correlation_or_start_one() {
+        let correlation = Uuid::now_v7();
+        let command = Metadata::by_user("u").with_correlation_id(correlation);
+        assert_eq!(command.for_events().correlation_id, Some(correlation));
+        let bare = Metadata::new().for_events();
+        assert!(bare.correlation_id.is_some());
+        assert_ne!(
+            Metadata::new().for_events().correlation_id,
+            bare.correlation_id
+        );
+    }
+
+    #[test]
+    fn empty_fields_are_left_out_of_the_json() {
+        let json = serde_json::to_value(Metadata::new().with_extra("ip", "::1")).unwrap();
+        assert_eq!(json, serde_json::json!({ "extra": { "ip": "::1" } }));
+        let back: Metadata = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(back, Metadata::new());
+    }
+}

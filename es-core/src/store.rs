@@ -267,3 +267,40 @@ pub fn read_all_batches<S: EventStore>(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_version_accepts_exactly_what_it_states() {
+        let cases = [
+            (ExpectedVersion::Any, [true, true, true]),
+            (ExpectedVersion::NoStream, [true, false, false]),
+            (ExpectedVersion::StreamExists, [false, true, true]),
+            (ExpectedVersion::Exact(1), [false, true, false]),
+        ];
+        for (expected, accepts) in cases {
+            assert_eq!(
+                [0, 1, 2].map(|actual| expected.accepts(actual)),
+                accepts,
+                "{expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn ranges_become_inclusive_version_bounds() {
+        let bounds = |q: StreamQuery| (q.from_version, q.to_version);
+        assert_eq!(bounds((..).into()), (1, None));
+        assert_eq!(bounds((3..).into()), (3, None));
+        assert_eq!(bounds((3..7).into()), (3, Some(6)));
+        assert_eq!(bounds((..=7).into()), (1, Some(7)));
+        assert_eq!(
+            bounds((0..=0).into()),
+            (1, Some(0)),
+            "version 0 is before the first event"
+        );
+        assert_eq!(bounds(StreamQuery::after(4)), (5, None));
+    }
+}
