@@ -119,7 +119,7 @@ fn event_set_impl(agg: &Aggregate<'_>) -> TokenStream {
     let encode_arms = agg.events.iter().map(|e| {
         let (path, variant) = (&e.path, &e.variant);
         let call = quote_spanned! {path.span()=>
-            #private::serde_json::value::to_raw_value::<#path>(event)
+            encode_event::<#path>(event)
         };
         quote!(#event_enum::#variant(event) => #call)
     });
@@ -132,6 +132,14 @@ fn event_set_impl(agg: &Aggregate<'_>) -> TokenStream {
         }
     });
     quote! {
+        // Bounded by `Event` alone: a listed type that is not an event is reported as
+        // "not an event", not as a missing `Serialize`.
+        fn encode_event<E: #krate::Event>(
+            event: &E,
+        ) -> #private::Result<#private::Box<#private::RawValue>, #private::serde_json::Error> {
+            #private::serde_json::value::to_raw_value(event)
+        }
+
         #[automatically_derived]
         impl #krate::EventSet for #event_enum {
             const NAMES: &'static [&'static str] = &[#(#names),*];
@@ -184,7 +192,7 @@ fn aggregate_impl(agg: &Aggregate<'_>) -> TokenStream {
         // At the event's path in `events(...)`: a missing `Apply` impl is reported there,
         // with the message of `Apply`'s `#[diagnostic::on_unimplemented]`.
         let call = quote_spanned! {path.span()=>
-            <#ident as #krate::Apply<#path>>::apply(self, event)
+            <Self as #krate::Apply<#path>>::apply(self, event)
         };
         quote!(#event_enum::#variant(event) => #call)
     });
@@ -193,10 +201,10 @@ fn aggregate_impl(agg: &Aggregate<'_>) -> TokenStream {
         // At `snapshot_every = N`: an aggregate that takes snapshots must be serialisable,
         // and the missing `Serialize`/`Deserialize` is reported there.
         let encode = quote_spanned! {every.span=>
-            #private::serde_json::value::to_raw_value::<#ident>(self)
+            #private::serde_json::value::to_raw_value::<Self>(self)
         };
         let decode = quote_spanned! {every.span=>
-            #private::serde_json::from_str::<#ident>(state.get())
+            #private::serde_json::from_str::<Self>(state.get())
         };
         quote! {
             const SNAPSHOT_EVERY: #private::Option<u64> = #private::Option::Some(#n);

@@ -1,7 +1,8 @@
 //! The typed model between tokens and generated code. Each model keeps references to the
 //! user's syntax so that generated code and errors can point at it.
 
-use proc_macro2::Span;
+use proc_macro2::TokenStream;
+use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::{DeriveInput, Ident, ItemStruct, Path, Type, Visibility};
 
@@ -79,7 +80,7 @@ pub(crate) struct Aggregate<'a> {
     /// The events, in declaration order.
     pub(crate) events: Vec<EventRef>,
     /// Where `events(...)` was written (or where it is missing).
-    pub(crate) events_span: Span,
+    pub(crate) events_tokens: TokenStream,
     /// Whether `events(...)` was given at all.
     pub(crate) events_given: bool,
     /// `snapshot_every`, with its span for errors about serialisation.
@@ -106,9 +107,10 @@ impl<'a> Aggregate<'a> {
         let attrs = AggregateAttrs::from_attrs(cx, &input.attrs);
         let ident = &input.ident;
         let events_given = attrs.events.is_some();
-        let (events_span, paths) = attrs
-            .events
-            .unwrap_or_else(|| (attrs.attr_span.unwrap_or_else(|| ident.span()), Vec::new()));
+        let (events_tokens, paths) = attrs.events.unwrap_or_else(|| {
+            let tokens = attrs.attr_tokens.unwrap_or_else(|| ident.to_token_stream());
+            (tokens, Vec::new())
+        });
         let events = paths
             .into_iter()
             .filter_map(|path| {
@@ -125,7 +127,7 @@ impl<'a> Aggregate<'a> {
                 .map(|n| n.value)
                 .unwrap_or_else(|| ident.unraw().to_string()),
             events,
-            events_span,
+            events_tokens,
             events_given,
             snapshot_every: attrs.snapshot_every,
             state_version: attrs.state_version.map_or(1, |v| v.value),

@@ -57,7 +57,7 @@ impl<'c, T> Attr<'c, T> {
 pub(crate) struct Spanned<T> {
     /// The parsed value.
     pub(crate) value: T,
-    /// Where the user wrote it.
+    /// Where the user wrote it (the key, for numbers; the literal, for strings).
     pub(crate) span: Span,
 }
 
@@ -118,11 +118,11 @@ const VERSION_ZERO: &str = "`version` must be at least 1: schema versions start 
 /// Settings of `#[aggregate(...)]`.
 pub(crate) struct AggregateAttrs {
     /// The first `#[aggregate]` attribute, for errors about missing keys.
-    pub(crate) attr_span: Option<Span>,
+    pub(crate) attr_tokens: Option<TokenStream>,
     /// `name = "..."`.
     pub(crate) name: Option<Spanned<String>>,
-    /// `events(A, B, ...)`, with the span of the `events` key.
-    pub(crate) events: Option<(Span, Vec<Path>)>,
+    /// `events(A, B, ...)`, with the tokens of the `events` key.
+    pub(crate) events: Option<(TokenStream, Vec<Path>)>,
     /// `snapshot_every = N` (at least 1).
     pub(crate) snapshot_every: Option<Spanned<u64>>,
     /// `state_version = N` (at least 1).
@@ -139,7 +139,7 @@ const AGGREGATE_KEYS: &str =
 impl AggregateAttrs {
     /// Reads every `#[aggregate(...)]` attribute of the input.
     pub(crate) fn from_attrs(cx: &Ctxt, attrs: &[syn::Attribute]) -> Self {
-        let mut attr_span = None;
+        let mut attr_tokens = None;
         let mut name = Attr::none(cx, "aggregate", "name");
         let mut events = Attr::none(cx, "aggregate", "events");
         let mut snapshot_every = Attr::none(cx, "aggregate", "snapshot_every");
@@ -148,7 +148,7 @@ impl AggregateAttrs {
         let mut krate = Attr::none(cx, "aggregate", "crate");
 
         for attr in attrs.iter().filter(|a| a.path().is_ident("aggregate")) {
-            attr_span.get_or_insert_with(|| syn::spanned::Spanned::span(attr));
+            attr_tokens.get_or_insert_with(|| attr.to_token_stream());
             if let syn::Meta::Path(_) = attr.meta {
                 cx.error_spanned_by(
                     attr,
@@ -160,10 +160,7 @@ impl AggregateAttrs {
                 let result = if meta.path.is_ident("name") {
                     parse_name(&meta).map(|v| name.set(&meta.path, v))
                 } else if meta.path.is_ident("events") {
-                    parse_events(&meta).map(|v| {
-                        let span = syn::spanned::Spanned::span(&meta.path);
-                        events.set(&meta.path, (span, v))
-                    })
+                    parse_events(&meta).map(|v| events.set(&meta.path, (meta.path.to_token_stream(), v)))
                 } else if meta.path.is_ident("snapshot_every") {
                     parse_at_least_one::<u64>(
                         cx,
@@ -197,7 +194,7 @@ impl AggregateAttrs {
         }
 
         AggregateAttrs {
-            attr_span,
+            attr_tokens,
             name: name.get(),
             events: events.get(),
             snapshot_every: snapshot_every.get(),
@@ -267,7 +264,7 @@ where
     }
     Ok(Some(Spanned {
         value,
-        span: lit.span(),
+        span: syn::spanned::Spanned::span(&meta.path),
     }))
 }
 

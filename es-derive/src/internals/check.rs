@@ -84,8 +84,8 @@ fn check_aggregate_generics(cx: &Ctxt, generics: &Generics) {
 fn check_events_listed(cx: &Ctxt, agg: &Aggregate<'_>) {
     if !agg.events_given {
         if matches!(agg.input.data, Data::Struct(_)) {
-            cx.error_at(
-                agg.events_span,
+            cx.error_spanned_by(
+                &agg.events_tokens,
                 format!(
                     "missing `events(...)`: list the events `{}` applies, e.g. \
                      `#[aggregate(events(Opened, Deposited))]`",
@@ -94,8 +94,8 @@ fn check_events_listed(cx: &Ctxt, agg: &Aggregate<'_>) {
             );
         }
     } else if agg.events.is_empty() {
-        cx.error_at(
-            agg.events_span,
+        cx.error_spanned_by(
+            &agg.events_tokens,
             "`events(...)` is empty: an aggregate needs at least one event",
         );
     }

@@ -1,0 +1,18 @@
+use es_core::prelude::*;
+
+#[event]
+pub struct Opened;
+
+#[derive(Aggregate, Default)]
+#[aggregate(events(Opened), snapshot_every = 50)]
+pub struct Door {
+    open: bool,
+}
+
+impl Apply<Opened> for Door {
+    fn apply(&mut self, _: &Opened) {
+        self.open = true;
+    }
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use es_core::prelude::*;
+
+#[event(nmae = "Opened")]
+pub struct Opened {
+    pub owner: String,
+}
+
+fn main() {}

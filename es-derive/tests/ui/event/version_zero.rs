@@ -1,0 +1,8 @@
+use es_core::prelude::*;
+
+#[event(version = 0)]
+pub struct Deposited {
+    pub amount: i64,
+}
+
+fn main() {}
