@@ -1,0 +1,590 @@
+//! [`Ledger`]: the application service the CLI, the HTTP API, the demo and the tests share.
+//!
+//! Commands go through es-core [`Repository`]s (load, decide, append, retry on conflict);
+//! transfers are driven by the [`TransferProcess`]; queries read the [`LedgerView`] read
+//! models after catching them up, so a caller always reads its own writes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use es_core::{
+    AsOf, EventStore, EventStoreExt, ExecuteError, IntoEvents, Metadata, Progress,
+    ProjectionRunner, RecordedEvent, Repository,
+};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::domain::{
+    Account, AccountEvent, AccountStatus, Currency, LedgerError, Money, Transfer, TransferEvent,
+    TransferStatus, validate_account_id,
+};
+use crate::process::TransferProcess;
+use crate::read_model::{
+    AccountRow, CurrencyTotals, LedgerView, ReadModels, StatementLine, TransferRow,
+};
+
+/// Why a ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A domain rule refused the command.
+    #[error(transparent)]
+    Domain(#[from] LedgerError),
+    /// The account or transfer does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The stream stayed contested through every retry.
+    #[error("{0}")]
+    Conflict(es_core::Error),
+    /// The store failed.
+    #[error("store error: {0}")]
+    Store(es_core::Error),
+    /// The read models broke an invariant (a bug, never a user error).
+    #[error("read model inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+impl From<es_core::Error> for AppError {
+    fn from(error: es_core::Error) -> Self {
+        if error.is_conflict() {
+            AppError::Conflict(error)
+        } else {
+            AppError::Store(error)
+        }
+    }
+}
+
+/// What a successful command wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    /// The aggregate id (account id or transfer id).
+    pub id: String,
+    /// The stream version after the command.
+    pub version: u64,
+    /// The events written (empty when nothing needed to happen).
+    pub events: Vec<String>,
+    /// The correlation id every event of the command carries.
+    pub correlation_id: Option<Uuid>,
+}
+
+/// The outcome of a transfer request, after the process ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TransferOutcome {
+    /// The transfer id.
+    pub transfer_id: Uuid,
+    /// Where it ended.
+    pub status: TransferStatus,
+    /// Why it was rejected or compensated.
+    pub reason: Option<String>,
+    /// The request's correlation id: every event of the transfer carries it.
+    pub correlation_id: Option<Uuid>,
+}
+
+/// One entry of an audit trail: who did what, when, why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    /// Stream, e.g. `Account/alice`.
+    pub stream: String,
+    /// Stream version.
+    pub version: u64,
+    /// Global position.
+    pub position: u64,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// Stored event name.
+    pub event: String,
+    /// Stored schema version.
+    pub schema_version: u32,
+    /// A readable description.
+    pub description: String,
+    /// Who.
+    pub user_id: Option<String>,
+    /// The flow it belongs to.
+    pub correlation_id: Option<Uuid>,
+    /// What directly caused it.
+    pub causation_id: Option<Uuid>,
+    /// The event id.
+    pub event_id: Uuid,
+    /// The payload, upcast to the current schema.
+    pub data: serde_json::Value,
+}
+
+/// An account's balance at a point in its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BalanceAt {
+    /// Account id.
+    pub account_id: String,
+    /// The stream version the balance reflects.
+    pub version: u64,
+    /// Balance in minor units.
+    pub balance: i64,
+    /// Balance as a decimal string.
+    pub balance_display: String,
+    /// Currency (none if the account did not exist yet).
+    pub currency: Option<Currency>,
+    /// Status at that point.
+    pub status: AccountStatus,
+}
+
+/// The ledger application over any [`EventStore`].
+pub struct Ledger<S> {
+    store: S,
+    accounts: Repository<Account, S>,
+    transfers: Repository<Transfer, S>,
+    process: Arc<Mutex<ProjectionRunner<S, TransferProcess<S>>>>,
+    view: Arc<Mutex<ProjectionRunner<S, LedgerView>>>,
+}
+
+impl<S: EventStore> Clone for Ledger<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            accounts: self.accounts.clone(),
+            transfers: self.transfers.clone(),
+            process: self.process.clone(),
+            view: self.view.clone(),
+        }
+    }
+}
+
+impl<S: EventStore> Ledger<S> {
+    /// Opens the ledger on `store`: rebuilds the in-memory read models from the log and
+    /// finishes any transfer a previous run left half-way.
+    ///
+    /// `view_name` names the read models' checkpoint; give each process its own when the
+    /// store is shared, since the in-memory read models live and die with the process.
+    pub async fn open(store: S, view_name: &str) -> Result<Self, AppError> {
+        let accounts = Repository::<Account, S>::new(store.clone()).with_state_cache(10_000);
+        let transfers = Repository::<Transfer, S>::new(store.clone()).with_state_cache(10_000);
+        let process = ProjectionRunner::new(
+            store.clone(),
+            TransferProcess::new(accounts.clone(), transfers.clone()),
+        );
+        let mut view = ProjectionRunner::new(store.clone(), LedgerView::new(view_name));
+        view.rebuild(|_| {}).await?;
+        let ledger = Self {
+            store,
+            accounts,
+            transfers,
+            process: Arc::new(Mutex::new(process)),
+            view: Arc::new(Mutex::new(view)),
+        };
+        ledger.run_processes().await?;
+        Ok(ledger)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Opens an account.
+    pub async fn open_account(
+        &self,
+        meta: Metadata,
+        account_id: &str,
+        owner: &str,
+        currency: Currency,
+        overdraft_limit: i64,
+    ) -> Result<Receipt, AppError> {
+        validate_account_id(account_id)?;
+        self.on_account(account_id, meta, |a| {
+            a.open(owner, currency.clone(), overdraft_limit)
+        })
+        .await
+    }
+
+    /// Pays money into an account.
+    pub async fn deposit(
+        &self,
+        meta: Metadata,
+        account_id: &str,
+        amount: &Money,
+        reference: &str,
+    ) -> Result<Receipt, AppError> {
+        self.on_account(account_id, meta, |a| a.deposit(amount, reference))
+            .await
+    }
+
+    /// Pays money out of an account.
+    pub async fn withdraw(
+        &self,
+        meta: Metadata,
+        account_id: &str,
+        amount: &Money,
+        reference: &str,
+    ) -> Result<Receipt, AppError> {
+        self.on_account(account_id, meta, |a| a.withdraw(amount, reference))
+            .await
+    }
+
+    /// Freezes an account.
+    pub async fn freeze(
+        &self,
+        meta: Metadata,
+        account_id: &str,
+        reason: &str,
+    ) -> Result<Receipt, AppError> {
+        self.on_account(account_id, meta, |a| a.freeze(reason))
+            .await
+    }
+
+    /// Unfreezes an account.
+    pub async fn unfreeze(
+        &self,
+        meta: Metadata,
+        account_id: &str,
+        reason: &str,
+    ) -> Result<Receipt, AppError> {
+        self.on_account(account_id, meta, |a| a.unfreeze(reason))
+            .await
+    }
+
+    /// Closes an account (at a zero balance).
+    pub async fn close(
+        &self,
+        meta: Metadata,
+        account_id: &str,
+        reason: &str,
+    ) -> Result<Receipt, AppError> {
+        self.on_account(account_id, meta, |a| a.close(reason)).await
+    }
+
+    /// Requests a transfer and drives it to its end: completed, rejected, or compensated.
+    pub async fn transfer(
+        &self,
+        meta: Metadata,
+        from_account: &str,
+        to_account: &str,
+        amount: &Money,
+        reference: &str,
+    ) -> Result<TransferOutcome, AppError> {
+        let transfer_id = Uuid::now_v7();
+        self.request_transfer(
+            meta,
+            transfer_id,
+            from_account,
+            to_account,
+            amount,
+            reference,
+        )
+        .await?;
+        self.run_processes().await?;
+        self.transfer_outcome(transfer_id).await
+    }
+
+    /// Records a transfer request without driving it (the process picks it up on its next
+    /// run, see [`Ledger::run_processes`]).
+    pub async fn request_transfer(
+        &self,
+        meta: Metadata,
+        transfer_id: Uuid,
+        from_account: &str,
+        to_account: &str,
+        amount: &Money,
+        reference: &str,
+    ) -> Result<Receipt, AppError> {
+        let id = transfer_id.to_string();
+        let committed = self
+            .transfers
+            .execute(&id, meta, |t| {
+                t.request(from_account, to_account, amount, reference)
+            })
+            .await
+            .map_err(|e| execute_error(e, "transfer", &id))?;
+        Ok(receipt(id, committed))
+    }
+
+    /// The current state of a transfer, from its aggregate.
+    pub async fn transfer_outcome(&self, transfer_id: Uuid) -> Result<TransferOutcome, AppError> {
+        let id = transfer_id.to_string();
+        let transfer = self.transfers.load(&id).await?;
+        if !transfer.exists() {
+            return Err(AppError::NotFound(format!("transfer {id}")));
+        }
+        let correlation_id = self
+            .transfers
+            .history(&id)
+            .await?
+            .first()
+            .and_then(|e| e.metadata.correlation_id);
+        Ok(TransferOutcome {
+            transfer_id,
+            status: transfer.status(),
+            reason: transfer.reason().map(str::to_owned),
+            correlation_id,
+        })
+    }
+
+    /// Runs the transfer process manager until it has reacted to every event; returns how
+    /// many events it read. Runs are serialised, so concurrent callers never race a step.
+    pub async fn run_processes(&self) -> Result<u64, AppError> {
+        let mut runner = self.process.lock().await;
+        let mut total = 0;
+        loop {
+            let progress = runner.catch_up().await?;
+            if progress.done == 0 {
+                return Ok(total);
+            }
+            total += progress.done;
+        }
+    }
+
+    /// Catches the read models up and runs `read` on them.
+    pub async fn read<T>(&self, read: impl FnOnce(&ReadModels) -> T) -> Result<T, AppError> {
+        let mut view = self.view.lock().await;
+        view.catch_up().await?;
+        Ok(read(view.projection().models()))
+    }
+
+    /// One account's current balance and status.
+    pub async fn account(&self, account_id: &str) -> Result<AccountRow, AppError> {
+        self.read(|m| m.accounts.get(account_id).cloned())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("account {account_id}")))
+    }
+
+    /// Every account's balance.
+    pub async fn balances(&self) -> Result<Vec<AccountRow>, AppError> {
+        self.read(|m| m.accounts.values().cloned().collect()).await
+    }
+
+    /// An account's statement: every movement with the running balance.
+    pub async fn statement(&self, account_id: &str) -> Result<Vec<StatementLine>, AppError> {
+        self.read(|m| {
+            m.accounts
+                .contains_key(account_id)
+                .then(|| m.statements.get(account_id).cloned().unwrap_or_default())
+        })
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("account {account_id}")))
+    }
+
+    /// Ledger-wide totals per currency.
+    pub async fn totals(&self) -> Result<BTreeMap<Currency, CurrencyTotals>, AppError> {
+        self.read(|m| m.totals.clone()).await
+    }
+
+    /// Every transfer, as the read side sees it.
+    pub async fn transfers(&self) -> Result<Vec<TransferRow>, AppError> {
+        self.read(|m| m.transfers.values().cloned().collect()).await
+    }
+
+    /// Checks the read models' invariants (money conserved, statements match balances).
+    pub async fn check(&self) -> Result<(), AppError> {
+        let mut view = self.view.lock().await;
+        view.catch_up().await?;
+        view.projection()
+            .check()
+            .map_err(|problems| AppError::Inconsistent(problems.join("; ")))
+    }
+
+    /// The full history of an account: who did what, when, as part of which flow.
+    pub async fn audit(&self, account_id: &str) -> Result<Vec<AuditEntry>, AppError> {
+        let history = self.accounts.history(account_id).await?;
+        if history.is_empty() {
+            return Err(AppError::NotFound(format!("account {account_id}")));
+        }
+        let mut currency = None;
+        history
+            .iter()
+            .map(|event| {
+                let decoded: AccountEvent = event.decode()?;
+                if let AccountEvent::AccountOpened(opened) = &decoded {
+                    currency = Some(opened.currency.clone());
+                }
+                let description = decoded.describe(currency.as_ref());
+                Ok(audit_entry(event, description, account_payload(&decoded)))
+            })
+            .collect()
+    }
+
+    /// Every event of one flow (a request and everything it caused), across streams, in
+    /// global order. Scans the log.
+    pub async fn trace(&self, correlation_id: Uuid) -> Result<Vec<AuditEntry>, AppError> {
+        let mut events = self.store.stream_all(0, 1_000);
+        let mut entries = Vec::new();
+        while let Some(event) = events.next().await {
+            let event = event?;
+            if event.metadata.correlation_id != Some(correlation_id) {
+                continue;
+            }
+            let (description, data) = describe_any(&event)?;
+            entries.push(audit_entry(&event, description, data));
+        }
+        Ok(entries)
+    }
+
+    /// An account's balance as of a stream version or a moment.
+    pub async fn balance_as_of(
+        &self,
+        account_id: &str,
+        as_of: AsOf,
+    ) -> Result<BalanceAt, AppError> {
+        validate_account_id(account_id)?;
+        let loaded = self.accounts.load_as_of(account_id, as_of).await?;
+        let currency = loaded.currency().cloned();
+        Ok(BalanceAt {
+            account_id: account_id.to_owned(),
+            version: loaded.version,
+            balance: loaded.balance(),
+            balance_display: currency.as_ref().map_or_else(
+                || loaded.balance().to_string(),
+                |c| Money::format_minor(loaded.balance(), c),
+            ),
+            currency,
+            status: loaded.status(),
+        })
+    }
+
+    /// The current account aggregate (not the read model): its balance and currency.
+    pub async fn load_account(&self, account_id: &str) -> Result<Account, AppError> {
+        let loaded = self.accounts.load(account_id).await?;
+        if !loaded.exists() {
+            return Err(AppError::NotFound(format!("account {account_id}")));
+        }
+        Ok(loaded.state)
+    }
+
+    /// Empties the read models and replays the whole log into them from position 0,
+    /// calling `on_progress` after every batch; then checks their invariants.
+    pub async fn rebuild(
+        &self,
+        on_progress: impl FnMut(Progress) + Send,
+    ) -> Result<Progress, AppError> {
+        let mut view = self.view.lock().await;
+        let progress = view.rebuild(on_progress).await?;
+        view.projection()
+            .check()
+            .map_err(|problems| AppError::Inconsistent(problems.join("; ")))?;
+        Ok(progress)
+    }
+
+    /// Replays the whole log into a fresh, private copy of the read models (no checkpoint
+    /// is touched) and returns it, to compare with the live ones.
+    pub async fn fresh_read_models(&self) -> Result<ReadModels, AppError> {
+        let mut view = LedgerView::new("ledger-view-verify");
+        let mut events = self.store.stream_all(0, 1_000);
+        while let Some(event) = events.next().await {
+            let event = event?;
+            es_core::Projection::handle(&mut view, &event)
+                .await
+                .map_err(|e| AppError::Inconsistent(e.to_string()))?;
+        }
+        Ok(view.models().clone())
+    }
+
+    async fn on_account<R>(
+        &self,
+        account_id: &str,
+        meta: Metadata,
+        decide: impl FnMut(&Account) -> Result<R, LedgerError> + Send,
+    ) -> Result<Receipt, AppError>
+    where
+        R: IntoEvents<AccountEvent>,
+    {
+        validate_account_id(account_id)?;
+        let committed = self
+            .accounts
+            .execute(account_id, meta, decide)
+            .await
+            .map_err(|e| execute_error(e, "account", account_id))?;
+        Ok(receipt(account_id.to_owned(), committed))
+    }
+}
+
+fn execute_error(error: ExecuteError<LedgerError>, kind: &str, id: &str) -> AppError {
+    match error {
+        ExecuteError::Rejected(LedgerError::AccountNotFound) if kind == "account" => {
+            AppError::NotFound(format!("account {id}"))
+        }
+        ExecuteError::Rejected(LedgerError::TransferNotFound) => {
+            AppError::NotFound(format!("transfer {id}"))
+        }
+        ExecuteError::Rejected(e) => AppError::Domain(e),
+        ExecuteError::Store(e) => e.into(),
+    }
+}
+
+fn receipt(id: String, committed: es_core::Committed) -> Receipt {
+    Receipt {
+        id,
+        version: committed.version,
+        correlation_id: committed
+            .events
+            .first()
+            .and_then(|e| e.metadata.correlation_id),
+        events: committed
+            .events
+            .iter()
+            .map(|e| e.event_name.clone())
+            .collect(),
+    }
+}
+
+fn audit_entry(event: &RecordedEvent, description: String, data: serde_json::Value) -> AuditEntry {
+    AuditEntry {
+        stream: event.stream.to_string(),
+        version: event.version,
+        position: event.position,
+        recorded_at: event.recorded_at,
+        event: event.event_name.clone(),
+        schema_version: event.schema_version,
+        description,
+        user_id: event.metadata.user_id.clone(),
+        correlation_id: event.metadata.correlation_id,
+        causation_id: event.metadata.causation_id,
+        event_id: event.event_id,
+        data,
+    }
+}
+
+fn account_payload(event: &AccountEvent) -> serde_json::Value {
+    use es_core::EventSet;
+    event
+        .encode()
+        .ok()
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn describe_any(event: &RecordedEvent) -> Result<(String, serde_json::Value), AppError> {
+    use es_core::{Aggregate, EventSet};
+    let aggregate_type = event.stream.aggregate_type.as_str();
+    if aggregate_type == Account::TYPE {
+        let decoded: AccountEvent = event.decode()?;
+        let data = account_payload(&decoded);
+        Ok((decoded.describe(None), data))
+    } else if aggregate_type == Transfer::TYPE {
+        let decoded: TransferEvent = event.decode()?;
+        let data = decoded
+            .encode()
+            .ok()
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or(serde_json::Value::Null);
+        Ok((decoded.describe(), data))
+    } else {
+        Ok((event.event_name.clone(), serde_json::Value::Null))
+    }
+}
+
+impl TransferEvent {
+    /// A one-line description for audit trails.
+    pub fn describe(&self) -> String {
+        match self {
+            TransferEvent::TransferRequested(e) => format!(
+                "transfer of {} from {} to {} requested",
+                Money::new(e.amount, e.currency.clone()),
+                e.from_account,
+                e.to_account
+            ),
+            TransferEvent::TransferRejected(e) => format!("transfer rejected: {}", e.reason),
+            TransferEvent::TransferDebited(_) => "source debited".to_owned(),
+            TransferEvent::TransferCompleted(_) => "destination credited: completed".to_owned(),
+            TransferEvent::TransferCreditFailed(e) => format!("credit failed: {}", e.reason),
+            TransferEvent::TransferCompensated(_) => "source refunded: compensated".to_owned(),
+        }
+    }
+}
