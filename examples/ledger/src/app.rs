@@ -404,6 +404,14 @@ impl<S: EventStore> Ledger<S> {
     /// Every event of one flow (a request and everything it caused), across streams, in
     /// global order. Scans the log.
     pub async fn trace(&self, correlation_id: Uuid) -> Result<Vec<AuditEntry>, AppError> {
+        let currencies: BTreeMap<String, Currency> = self
+            .read(|m| {
+                m.accounts
+                    .iter()
+                    .map(|(id, row)| (id.clone(), row.currency.clone()))
+                    .collect()
+            })
+            .await?;
         let mut events = self.store.stream_all(0, 1_000);
         let mut entries = Vec::new();
         while let Some(event) = events.next().await {
@@ -411,7 +419,8 @@ impl<S: EventStore> Ledger<S> {
             if event.metadata.correlation_id != Some(correlation_id) {
                 continue;
             }
-            let (description, data) = describe_any(&event)?;
+            let currency = currencies.get(&event.stream.aggregate_id);
+            let (description, data) = describe_any(&event, currency)?;
             entries.push(audit_entry(&event, description, data));
         }
         Ok(entries)
@@ -550,13 +559,16 @@ fn account_payload(event: &AccountEvent) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-fn describe_any(event: &RecordedEvent) -> Result<(String, serde_json::Value), AppError> {
+fn describe_any(
+    event: &RecordedEvent,
+    currency: Option<&Currency>,
+) -> Result<(String, serde_json::Value), AppError> {
     use es_core::{Aggregate, EventSet};
     let aggregate_type = event.stream.aggregate_type.as_str();
     if aggregate_type == Account::TYPE {
         let decoded: AccountEvent = event.decode()?;
         let data = account_payload(&decoded);
-        Ok((decoded.describe(None), data))
+        Ok((decoded.describe(currency), data))
     } else if aggregate_type == Transfer::TYPE {
         let decoded: TransferEvent = event.decode()?;
         let data = decoded

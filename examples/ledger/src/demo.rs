@@ -6,6 +6,7 @@ use std::io::Write;
 use chrono::Utc;
 use es_core::{AsOf, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 use serde_json::value::to_raw_value;
+use uuid::Uuid;
 
 use crate::app::{AppError, AuditEntry, Ledger, TransferOutcome};
 use crate::cli::{CliError, rebuild_with_progress};
@@ -23,7 +24,10 @@ pub async fn run<S: EventStore>(
     let usd: Currency = "USD".parse()?;
     let [alice, bob, carol, dave, erin] =
         ["alice", "bob", "carol", "dave", "erin"].map(|name| format!("{name}{tag}"));
-    let teller = || Metadata::by_user("teller-7");
+    // Every command carries who (user), which flow (correlation) and why (causation: here
+    // the command's own id, as the CLI and the HTTP API do).
+    let command = |user: &str| Metadata::by_user(user).with_causation_id(Uuid::now_v7());
+    let teller = || command("teller-7");
     let eur_amount = |text: &str| Money::parse(text, eur.clone());
 
     heading(out, "1. Opening accounts")?;
@@ -59,12 +63,7 @@ pub async fn run<S: EventStore>(
         )
         .await?;
     ledger
-        .withdraw(
-            Metadata::by_user("atm-042"),
-            &bob,
-            &eur_amount("20.00")?,
-            "ATM",
-        )
+        .withdraw(command("atm-042"), &bob, &eur_amount("20.00")?, "ATM")
         .await?;
     writeln!(
         out,
@@ -77,13 +76,7 @@ pub async fn run<S: EventStore>(
     )?;
     let transfer = async |user: &str, from: &str, to: &str, amount: &str, reference: &str| {
         let outcome = ledger
-            .transfer(
-                Metadata::by_user(user),
-                from,
-                to,
-                &eur_amount(amount)?,
-                reference,
-            )
+            .transfer(command(user), from, to, &eur_amount(amount)?, reference)
             .await?;
         Ok::<TransferOutcome, CliError>(outcome)
     };
@@ -122,11 +115,7 @@ pub async fn run<S: EventStore>(
     show(out, &carol, &alice, "80.00", &o)?;
 
     ledger
-        .freeze(
-            Metadata::by_user("compliance-officer"),
-            &carol,
-            "suspicious login",
-        )
+        .freeze(command("compliance-officer"), &carol, "suspicious login")
         .await?;
     writeln!(
         out,
@@ -272,12 +261,12 @@ async fn import_legacy_account<S: EventStore>(
     id: &str,
     eur: &Currency,
 ) -> Result<(), CliError> {
-    let meta = Metadata::by_user("migration-2019");
+    let meta = Metadata::by_user("migration-2019").with_causation_id(Uuid::now_v7());
     ledger
         .open_account(meta.clone(), id, "Erin Legacy", eur.clone(), 0)
         .await?;
     let legacy = NewEvent {
-        event_id: uuid::Uuid::now_v7(),
+        event_id: Uuid::now_v7(),
         event_name: "MoneyDeposited".into(),
         schema_version: 1,
         payload: to_raw_value(&serde_json::json!({ "amount": 4200 }))?,
@@ -300,7 +289,15 @@ fn heading(out: &mut (impl Write + ?Sized), title: &str) -> std::io::Result<()> 
     writeln!(out, "== {title}")
 }
 
-fn short(id: &uuid::Uuid) -> String {
+/// `Transfer/<uuid>` as `Transfer/…<last 8>`, so that tables stay narrow.
+fn short_stream(stream: &str) -> String {
+    match stream.split_once('/') {
+        Some((kind, id)) if id.len() > 12 => format!("{kind}/…{}", &id[id.len() - 8..]),
+        _ => stream.to_owned(),
+    }
+}
+
+fn short(id: &Uuid) -> String {
     let text = id.to_string();
     text[text.len() - 8..].to_owned()
 }
@@ -360,14 +357,14 @@ fn signed(minor: i64, currency: &Currency) -> String {
 pub fn write_audit(out: &mut (impl Write + ?Sized), entries: &[AuditEntry]) -> std::io::Result<()> {
     writeln!(
         out,
-        "  {:<16} {:>3} {:<12} {:<18} {:<8} {:<8}  what",
+        "  {:<18} {:>3} {:<12} {:<18} {:<8} {:<8}  what",
         "stream", "v", "time", "user", "corr", "cause"
     )?;
     for e in entries {
         writeln!(
             out,
-            "  {:<16} {:>3} {:<12} {:<18} {:<8} {:<8}  {}",
-            e.stream,
+            "  {:<18} {:>3} {:<12} {:<18} {:<8} {:<8}  {}",
+            short_stream(&e.stream),
             e.version,
             e.recorded_at.format("%H:%M:%S%.3f"),
             e.user_id.as_deref().unwrap_or("-"),
