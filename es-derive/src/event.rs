@@ -72,11 +72,25 @@ fn generate(event: &Event<'_>, upcast: bool) -> TokenStream {
     let name = &event.name;
     let version = Literal::u32_unsuffixed(event.version);
     let serde_crate = format!("{}::__private::serde", path_string(krate));
-    let derives = event.missing_derives.iter().map(|t| match *t {
-        "Debug" => quote!(::core::fmt::Debug),
-        "Clone" => quote!(::core::clone::Clone),
-        _ => quote!(::core::cmp::PartialEq),
-    });
+    // Only where this macro adds a serde derive: the helper attribute must follow the derive
+    // that introduces it, and a user's own serde derive uses the user's own serde.
+    let serde_attr = event
+        .missing_derives
+        .iter()
+        .any(|t| matches!(*t, "Serialize" | "Deserialize"))
+        .then(|| quote!(#[serde(crate = #serde_crate)]));
+    let derives: Vec<TokenStream> = event
+        .missing_derives
+        .iter()
+        .map(|t| match *t {
+            "Serialize" => quote!(#krate::__private::serde::Serialize),
+            "Deserialize" => quote!(#krate::__private::serde::Deserialize),
+            "Debug" => quote!(::core::fmt::Debug),
+            "Clone" => quote!(::core::clone::Clone),
+            _ => quote!(::core::cmp::PartialEq),
+        })
+        .collect();
+    let derive_attr = (!derives.is_empty()).then(|| quote!(#[derive(#(#derives),*)]));
 
     let previous = event.previous.as_ref().filter(|_| upcast);
     let decode = previous.map(|prev| {
@@ -95,12 +109,8 @@ fn generate(event: &Event<'_>, upcast: bool) -> TokenStream {
     let chain_checks = previous.map(|prev| previous_checks(event, prev));
 
     quote! {
-        #[derive(
-            #krate::__private::serde::Serialize,
-            #krate::__private::serde::Deserialize
-            #(, #derives)*
-        )]
-        #[serde(crate = #serde_crate)]
+        #derive_attr
+        #serde_attr
         #item
 
         const _: () = {

@@ -26,7 +26,8 @@ pub(crate) struct Event<'a> {
     pub(crate) previous: Option<Type>,
     /// Path to the runtime crate.
     pub(crate) krate: Path,
-    /// Standard derives the user did not write and the `Event` trait needs.
+    /// Derives the `Event` trait needs (serde's, `Debug`, `Clone`) plus `PartialEq`, which
+    /// the user did not already write; in that order.
     pub(crate) missing_derives: Vec<&'static str>,
 }
 
@@ -34,7 +35,7 @@ impl<'a> Event<'a> {
     /// Builds the model of `item` from the arguments of `#[event(...)]`.
     pub(crate) fn from_syn(item: &'a ItemStruct, attrs: EventAttrs) -> Self {
         let user_derives = derived_traits(&item.attrs);
-        let missing_derives = ["Debug", "Clone", "PartialEq"]
+        let missing_derives = ["Serialize", "Deserialize", "Debug", "Clone", "PartialEq"]
             .into_iter()
             .filter(|t| !user_derives.iter().any(|d| d == t))
             .collect();
