@@ -89,8 +89,8 @@ fn withdrawals_may_use_the_overdraft_but_no_more() {
     Scenario::<Account>::given(vec![opened(100), deposited(50)])
         .when(|a| a.withdraw(&eur(151), "rent"))
         .then_error(LedgerError::InsufficientFunds {
-            available: 150,
-            requested: 151,
+            available: eur(150),
+            requested: eur(151),
         });
 }
 
@@ -130,7 +130,7 @@ fn a_frozen_account_moves_no_money_until_unfrozen() {
 fn an_account_closes_only_at_zero_with_nothing_in_flight() {
     Scenario::<Account>::given(vec![opened(0), deposited(1)])
         .when(|a| a.close(""))
-        .then_error(LedgerError::NonZeroBalance(1));
+        .then_error(LedgerError::NonZeroBalance(eur(1)));
     let transfer_id = Uuid::now_v7();
     let sent: AccountEvent = TransferSent {
         transfer_id,
@@ -181,8 +181,8 @@ fn transfer_legs_are_idempotent_per_transfer_id() {
     Scenario::<Account>::given(vec![opened(0), deposited(10)])
         .when(|a| a.send_transfer(id, "bob", &eur(30)))
         .then_error(LedgerError::InsufficientFunds {
-            available: 10,
-            requested: 30,
+            available: eur(10),
+            requested: eur(30),
         });
     let received: AccountEvent = TransferReceived {
         transfer_id: id,

@@ -325,7 +325,7 @@ impl Account {
     pub fn withdraw(&self, amount: &Money, reference: &str) -> Result<MoneyWithdrawn, LedgerError> {
         self.check_movement(amount)?;
         check_text("reference", reference, 200)?;
-        self.check_funds(amount.minor)?;
+        self.check_funds(amount)?;
         Ok(MoneyWithdrawn {
             amount: amount.minor,
             reference: reference.to_owned(),
@@ -363,7 +363,7 @@ impl Account {
         check_text("reason", reason, 200)?;
         self.check_open()?;
         if self.balance != 0 {
-            return Err(LedgerError::NonZeroBalance(self.balance));
+            return Err(LedgerError::NonZeroBalance(self.money(self.balance)));
         }
         let in_flight = self.in_flight();
         if in_flight > 0 {
@@ -385,7 +385,7 @@ impl Account {
             return Ok(None);
         }
         self.check_movement(amount)?;
-        self.check_funds(amount.minor)?;
+        self.check_funds(amount)?;
         Ok(Some(TransferSent {
             transfer_id,
             to_account: to_account.to_owned(),
@@ -474,18 +474,26 @@ impl Account {
         }
     }
 
-    fn check_funds(&self, requested: i64) -> Result<(), LedgerError> {
+    fn check_funds(&self, requested: &Money) -> Result<(), LedgerError> {
         let available = self
             .balance
             .checked_add(self.overdraft_limit)
             .ok_or(LedgerError::Overflow)?;
-        if requested > available {
+        if requested.minor > available {
             return Err(LedgerError::InsufficientFunds {
-                available,
-                requested,
+                available: self.money(available),
+                requested: requested.clone(),
             });
         }
         Ok(())
+    }
+
+    /// `minor` units of this account's currency (only called once it is open).
+    fn money(&self, minor: i64) -> Money {
+        match &self.currency {
+            Some(currency) => Money::new(minor, currency.clone()),
+            None => Money::new(minor, Currency::unknown()),
+        }
     }
 }
 

@@ -65,13 +65,13 @@ pub enum LedgerError {
     },
     /// A debit would take the balance below the overdraft limit.
     #[error(
-        "insufficient funds: {available} minor units available (balance plus overdraft), {requested} requested"
+        "insufficient funds: {available} available (balance plus overdraft), {requested} requested"
     )]
     InsufficientFunds {
         /// Balance plus overdraft limit.
-        available: i64,
+        available: Money,
         /// What the debit asked for.
-        requested: i64,
+        requested: Money,
     },
     /// The account is frozen: no money moves in or out (compensating refunds excepted).
     #[error("account is frozen")]
@@ -83,8 +83,8 @@ pub enum LedgerError {
     #[error("account is closed")]
     AccountClosed,
     /// Only an account with a zero balance can close.
-    #[error("account can only close at a zero balance; the balance is {0} minor units")]
-    NonZeroBalance(i64),
+    #[error("account can only close at a zero balance; the balance is {0}")]
+    NonZeroBalance(Money),
     /// Only an account with no outgoing transfer in flight can close.
     #[error("account has {0} outgoing transfer(s) in flight")]
     TransfersInFlight(usize),

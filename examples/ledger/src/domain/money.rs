@@ -35,6 +35,13 @@ impl Currency {
     }
 }
 
+impl Currency {
+    /// `XXX`, ISO 4217's code for "no currency".
+    pub fn unknown() -> Self {
+        Self("XXX".to_owned())
+    }
+}
+
 impl FromStr for Currency {
     type Err = LedgerError;
 
