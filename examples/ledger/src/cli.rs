@@ -186,6 +186,17 @@ pub async fn execute<S: EventStore>(
     match cli.command {
         Command::Demo => crate::demo::run(ledger, out, tag).await?,
         Command::Serve { addr } => {
+            // Requests run their transfers to the end; this also finishes transfers that
+            // another process (or a crash) left half-way.
+            let background = ledger.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if let Err(error) = background.run_processes().await {
+                        tracing::warn!(%error, "transfer process failed; retrying");
+                    }
+                }
+            });
             crate::http::serve(
                 ledger.clone(),
                 addr,
