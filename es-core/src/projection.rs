@@ -28,6 +28,16 @@ use crate::store::{EventStore, read_all_batches};
 ///         Ok(())
 ///     }
 /// }
+///
+/// let mut count = EventCount::default();
+/// # futures::executor::block_on(async {
+/// # let event: RecordedEvent = serde_json::from_value(serde_json::json!({
+/// #     "event_id": uuid::Uuid::now_v7(), "stream": { "aggregate_type": "T", "aggregate_id": "1" },
+/// #     "version": 1, "position": 1, "event_name": "E", "schema_version": 1, "payload": {},
+/// #     "metadata": {}, "recorded_at": "2026-01-01T00:00:00Z" })).unwrap();
+/// count.handle(&event).await.unwrap();
+/// # });
+/// assert_eq!(count.0, 1);
 /// ```
 pub trait Projection: Send {
     /// Stable name; the key of its checkpoint.

@@ -394,10 +394,11 @@ impl<A> StateCache<A> {
 
     fn put(&self, id: &str, loaded: Loaded<A>) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= self.capacity && !entries.contains_key(id) {
-            if let Some(evict) = entries.keys().next().cloned() {
-                entries.remove(&evict);
-            }
+        if entries.len() >= self.capacity
+            && !entries.contains_key(id)
+            && let Some(evict) = entries.keys().next().cloned()
+        {
+            entries.remove(&evict);
         }
         entries.insert(id.to_owned(), loaded);
     }

@@ -112,7 +112,7 @@ impl StreamQuery {
             && self
                 .event_names
                 .as_ref()
-                .is_none_or(|names| names.iter().any(|n| *n == event.event_name))
+                .is_none_or(|names| names.contains(&event.event_name))
     }
 }
 
