@@ -22,8 +22,9 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// The enum of every event this aggregate owns.
     type Event: EventSet;
 
-    /// Folds one event into the state.
-    fn apply(&mut self, event: &Self::Event);
+    /// Folds one event into the state by dispatching to the matching [`Apply`] impl.
+    /// (Named apart from [`Apply::apply`] so that calls are unambiguous with both in scope.)
+    fn apply_event(&mut self, event: &Self::Event);
 
     /// Serialises the state for a snapshot; `None` when the aggregate takes no snapshots.
     fn encode_state(&self) -> Option<Result<Box<RawValue>, serde_json::Error>> {

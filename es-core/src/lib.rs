@@ -85,8 +85,8 @@ pub mod prelude {
     #[cfg(feature = "derive")]
     pub use crate::event;
     pub use crate::{
-        Aggregate, Apply, AsOf, Event, EventSet, EventStore, EventStoreExt, ExpectedVersion,
-        MemoryStore, Metadata, RecordedEvent, Repository, StreamId, StreamQuery,
+        Aggregate, Apply, AsOf, Event, EventSet, EventStore, EventStoreExt, ExecuteError,
+        ExpectedVersion, MemoryStore, Metadata, RecordedEvent, Repository, StreamId, StreamQuery,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -269,7 +269,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 Ok(recorded) => {
                     let before = current.version;
                     for event in &events {
-                        current.state.apply(event);
+                        current.state.apply_event(event);
                     }
                     current.version += events.len() as u64;
                     self.snapshot_if_due(&stream, before, &current).await;
@@ -365,7 +365,7 @@ fn apply_all<A: Aggregate>(loaded: &mut Loaded<A>, events: &[RecordedEvent]) -> 
             )));
         }
         let event = recorded.decode::<A::Event>()?;
-        loaded.state.apply(&event);
+        loaded.state.apply_event(&event);
         loaded.version = recorded.version;
     }
     Ok(())

@@ -67,7 +67,7 @@ impl<A: Aggregate> Scenario<A> {
     pub fn given(events: impl IntoEvents<A::Event>) -> Self {
         let mut state = A::default();
         for event in events.into_events() {
-            state.apply(&round_trip(&event));
+            state.apply_event(&round_trip(&event));
         }
         Self { state }
     }
@@ -124,7 +124,7 @@ where
         );
         let mut state = self.state;
         for event in &actual {
-            state.apply(&round_trip(event));
+            state.apply_event(&round_trip(event));
         }
         state
     }

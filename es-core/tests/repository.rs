@@ -283,7 +283,10 @@ async fn snapshots_are_taken_every_n_events_and_load_equals_replay() {
         .expect("read");
     let mut replayed = Account::default();
     for e in &events {
-        es_core::Aggregate::apply(&mut replayed, &e.decode::<AccountEvent>().expect("decode"));
+        es_core::Aggregate::apply_event(
+            &mut replayed,
+            &e.decode::<AccountEvent>().expect("decode"),
+        );
     }
     assert_eq!(from_snapshot.state, replayed);
     assert_eq!(from_snapshot.version, 12);

@@ -231,7 +231,7 @@ fn aggregate_impl(agg: &Aggregate<'_>) -> TokenStream {
             const STATE_VERSION: u32 = #state_version;
             type Event = #event_enum;
 
-            fn apply(&mut self, event: &Self::Event) {
+            fn apply_event(&mut self, event: &Self::Event) {
                 match event {
                     #(#apply_arms,)*
                 }
@@ -329,7 +329,7 @@ fn fallback(agg: &Aggregate<'_>) -> TokenStream {
             impl #krate::Aggregate for #ident {
                 const TYPE: &'static str = #name;
                 type Event = #event_enum;
-                fn apply(&mut self, _: &Self::Event) {
+                fn apply_event(&mut self, _: &Self::Event) {
                     ::core::unreachable!()
                 }
             }

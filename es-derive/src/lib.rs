@@ -96,7 +96,7 @@ pub fn event(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// let mut account = Account::default();
 /// for event in [AccountEvent::from(Opened { owner: "Ada".into() }), Deposited { amount: 7 }.into()] {
-///     Aggregate::apply(&mut account, &event);
+///     Aggregate::apply_event(&mut account, &event);
 /// }
 /// assert!(account.open);
 /// assert_eq!(account.balance, 7);

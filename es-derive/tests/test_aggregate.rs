@@ -16,7 +16,7 @@ fn constants_come_from_the_attribute() {
 fn apply_dispatches_each_variant_to_its_apply_impl() {
     let mut wallet = Wallet::default();
     for event in every_event() {
-        Aggregate::apply(&mut wallet, &event);
+        Aggregate::apply_event(&mut wallet, &event);
     }
     assert_eq!(
         wallet.applied,
@@ -31,7 +31,7 @@ fn apply_dispatches_each_variant_to_its_apply_impl() {
 fn snapshot_state_round_trips() {
     let mut wallet = Wallet::default();
     for event in every_event().into_iter().take(3) {
-        Aggregate::apply(&mut wallet, &event);
+        Aggregate::apply_event(&mut wallet, &event);
     }
     let state = wallet
         .encode_state()
@@ -65,7 +65,7 @@ mod no_snapshots {
     #[test]
     fn takes_no_snapshots() {
         let mut bell = Bell::default();
-        Aggregate::apply(&mut bell, &BellEvent::from(Rang));
+        Aggregate::apply_event(&mut bell, &BellEvent::from(Rang));
         assert_eq!(bell.rings, 1);
         assert_eq!(Bell::TYPE, "Bell");
         assert_eq!(Bell::SNAPSHOT_EVERY, None);

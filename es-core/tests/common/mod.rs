@@ -127,7 +127,7 @@ impl Aggregate for Account {
     const SNAPSHOT_EVERY: Option<u64> = Some(5);
     type Event = AccountEvent;
 
-    fn apply(&mut self, event: &AccountEvent) {
+    fn apply_event(&mut self, event: &AccountEvent) {
         self.applied += 1;
         match event {
             AccountEvent::Opened(_) => self.open = true,

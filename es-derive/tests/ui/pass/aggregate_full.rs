@@ -53,7 +53,7 @@ fn main() {
     assert_eq!(Door::SNAPSHOT_EVERY, Some(10));
     assert_eq!(Door::STATE_VERSION, 3);
     let mut door = Door::default();
-    Aggregate::apply(&mut door, &DoorChange::from(events::Opened { by: "me".into() }));
+    Aggregate::apply_event(&mut door, &DoorChange::from(events::Opened { by: "me".into() }));
     assert!(door.open);
     assert_eq!(DoorChange::NAMES, ["Opened", "Closed"]);
 }
