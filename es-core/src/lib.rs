@@ -81,6 +81,10 @@ pub use es_derive::event;
 pub use es_derive::Aggregate;
 
 /// Everything a domain module needs: `use es_core::prelude::*;`.
+///
+/// `Serialize` and `Deserialize` are serde's, for aggregates that take snapshots. Their
+/// derives expand to code that names `serde`, so a crate using them lists `serde` in its own
+/// Cargo.toml; events need nothing, since `#[event]` derives them through es-core.
 pub mod prelude {
     #[cfg(feature = "derive")]
     pub use crate::event;

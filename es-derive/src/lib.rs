@@ -59,7 +59,7 @@ pub fn event(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Makes a struct an event-sourced aggregate: generates the enum of its events, the
-/// `es_core::EventSet` impl of that enum and the `es_core::Aggregate` impl, whose `apply`
+/// `es_core::EventSet` impl of that enum and the `es_core::Aggregate` impl, whose `apply_event`
 /// dispatches each event to the struct's `Apply<E>` impl.
 ///
 /// `#[aggregate(...)]` keys:
