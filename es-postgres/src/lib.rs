@@ -1,1 +1,116 @@
-//! PostgreSQL event store (arrives with the es-postgres issue).
+//! # es-postgres
+//!
+//! The production [`EventStore`](es_core::EventStore) of es-core, on PostgreSQL through sqlx:
+//! [`PostgresStore`] with migrations ([`MIGRATOR`]), appends in one round trip, reads, a global
+//! log that never skips, snapshots, checkpoints, subscriptions
+//! ([`PostgresStore::subscribe`]) and projections whose read models commit with their
+//! checkpoint ([`TransactionalProjection`]) or with the append itself ([`InlineProjection`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), es_core::Error> {
+//! use es_postgres::{PostgresStore, StoreOptions};
+//! let store = PostgresStore::connect_with(
+//!     "postgres://postgres@127.0.0.1:5432/postgres",
+//!     StoreOptions::new().schema("ledger"),
+//! ).await?; // connects and migrates
+//! # let _ = store; Ok(()) }
+//! ```
+//!
+//! ## Schema
+//!
+//! Everything lives in one schema (default `public`; any plain lower-case identifier,
+//! validated, then quoted: never interpolated unchecked):
+//!
+//! | table | columns | keys |
+//! |---|---|---|
+//! | `events` | `position` (identity, `CACHE 1`), `event_id`, `aggregate_type`, `aggregate_id`, `version`, `event_name`, `schema_version`, `payload jsonb`, `metadata jsonb`, `recorded_at` | primary key `position`; unique `event_id`; unique `(aggregate_type, aggregate_id, version)` |
+//! | `snapshots` | `aggregate_type`, `aggregate_id`, `version`, `state_version`, `state jsonb`, `taken_at` | primary key the stream |
+//! | `checkpoints` | `name`, `position`, `updated_at` | primary key `name` |
+//!
+//! The unique stream key serves stream reads, the version check and the optimistic-concurrency
+//! backstop; the primary key serves the global log. No other index is needed.
+//!
+//! ## Appending
+//!
+//! One call of the plpgsql function `es_append` per batch, with the batch as arrays (one
+//! statement, one round trip, all or nothing). It checks the ids first (all stored with the
+//! same content: an idempotent retry, the stored events are returned whatever the expected
+//! version; only some, or other content: [`es_core::Error::DuplicateEventId`]), then the
+//! expected version against the stream's last version, then inserts `UNNEST`ed rows in version
+//! order with `recorded_at = clock_timestamp()` taken once per batch on the server. Two
+//! concurrent appends at the same version both pass the check; the unique key lets one
+//! through and fails the other, which the store turns into [`es_core::Error::Conflict`] with
+//! the stream's actual version (or retries, for `Any`/`StreamExists`, which still accept it).
+//! The hot path, `Exact(v)` with one event, is two index probes and one insert.
+//!
+//! ## Global order that never skips
+//!
+//! Positions come from a sequence, so a transaction that drew position 10 can commit after one
+//! that drew 11: a follower that read 11 and moved on would lose 10. Serialising writers
+//! avoids it at the cost of all concurrency; waiting out gaps with a timeout still skips slow
+//! commits.
+//!
+//! The design recommended to us, storing `pg_current_xact_id()` and reading only rows whose
+//! transaction id is below `pg_snapshot_xmin(pg_current_snapshot())` *in position order*, is
+//! not enough on its own: transaction ids are assigned in one order and positions drawn in
+//! another. Transaction 101 can draw position 5, then transaction 100 draws 6 and commits;
+//! xmin is now 101, so a follower returns 6 and later misses 5 when 101 commits. That design
+//! is only correct when followers order by `(transaction id, position)`, and then positions
+//! are not increasing along the log, which es-core's contract requires.
+//!
+//! This store instead makes every in-flight append *visible* before it draws a position: the
+//! append function reads the sequence's `last_value` (a lower bound of anything it will draw,
+//! because a `CACHE 1` sequence hands values out in real-time order) and takes a shared,
+//! transaction-scoped advisory lock whose key encodes that bound. `pg_locks` is not
+//! transactional: the lock is visible to every session from the moment it is granted until
+//! the append commits or rolls back. A reader computes, in the same statement as its read,
+//! the frontier `es_safe_frontier()` = the smallest announced bound in this database, and
+//! returns only rows below it.
+//!
+//! Why nothing is skipped: take a row `q` that commits after a read `R` returned rows `r`.
+//! If `q`'s lock was granted before `R` looked at `pg_locks`, the frontier was at most `q`'s
+//! bound, which is at most `q`'s position, and every `r` is below the frontier. Otherwise `q`
+//! drew its position after `R` looked at `pg_locks`, hence after `R`'s snapshot was taken,
+//! hence after every `r` (visible in that snapshot) had drawn its own: the sequence gives `q` a
+//! higher position. Either way every later row is above every returned row.
+//!
+//! What it costs: writers never wait for each other (shared locks never conflict); each append
+//! adds a sequence read and a lock-table entry (measured within noise, see BENCHMARKS.md);
+//! each follower read scans `pg_locks` once. A long-running append holds followers back until
+//! it ends, exactly as with the xmin design, and only delays them. Several stores in one
+//! database share the frontier (it is per database), which is conservative: it delays, never
+//! skips. The `xid8` column is therefore not needed and not stored.
+//!
+//! Appends made with [`PostgresStore::append_in`] inside a caller's transaction keep the
+//! guarantee (each one announces its own bound, and the first stays held until commit).
+//!
+//! ## Decoding
+//!
+//! The store returns [`es_core::RecordedEvent`]s with the raw stored payload; an unknown event
+//! name, a schema version newer than the code, or a payload that does not fit the struct is
+//! reported by [`es_core::RecordedEvent::decode`] as [`es_core::Error::Decode`] naming the
+//! stream, version and event. A row whose envelope itself is unreadable (metadata of the wrong
+//! shape) is an [`es_core::Error::Backend`] wrapping [`BadRow`], which names the stream and
+//! version too. Nothing panics.
+//!
+//! ## Subscriptions and projections
+//!
+//! Appends `NOTIFY` the channel `es_events_<schema>` (switch off with
+//! [`StoreOptions::notify`]). [`PostgresStore::subscribe`] listens first, catches up with
+//! keyset pages, then waits for a notification or its polling interval, whichever comes first,
+//! so a lost notification only delays. [`TransactionalRunner`] applies a batch and moves the
+//! checkpoint in one transaction, holding the checkpoint row's lock, so effects happen exactly
+//! once even across crashes and with several runners.
+#![doc(test(attr(deny(warnings))))]
+
+mod projection;
+mod schema;
+mod store;
+mod subscription;
+
+pub use projection::{InlineProjection, TransactionalProjection, TransactionalRunner};
+pub use store::{BadRow, MIGRATOR, PostgresStore, StoreOptions};
+pub use subscription::SubscriptionOptions;
+
+/// The sqlx this crate is built on, for the connection types in its signatures.
+pub use sqlx;

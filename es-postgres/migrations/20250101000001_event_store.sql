@@ -1,0 +1,142 @@
+-- es-postgres schema, version 1.
+--
+-- Every object is created unqualified: `PostgresStore::migrate` runs this with `search_path`
+-- set to the store's (validated) schema, and the append function captures that search path
+-- (`SET search_path FROM CURRENT`) so it works whatever the caller's search path is.
+
+-- The global log. `position` comes from an identity sequence with CACHE 1 so that values are
+-- handed out in real-time order across sessions (the global-order design relies on it).
+CREATE TABLE events (
+    position        bigint      GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,
+    event_id        uuid        NOT NULL,
+    aggregate_type  text        NOT NULL,
+    aggregate_id    text        NOT NULL,
+    version         bigint      NOT NULL CHECK (version > 0),
+    event_name      text        NOT NULL,
+    schema_version  integer     NOT NULL CHECK (schema_version > 0),
+    payload         jsonb       NOT NULL,
+    metadata        jsonb       NOT NULL,
+    recorded_at     timestamptz NOT NULL,
+    CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_stream_version_key UNIQUE (aggregate_type, aggregate_id, version)
+);
+
+-- One snapshot per stream: the newest by (state_version, version).
+CREATE TABLE snapshots (
+    aggregate_type  text        NOT NULL,
+    aggregate_id    text        NOT NULL,
+    version         bigint      NOT NULL,
+    state_version   integer     NOT NULL,
+    state           jsonb       NOT NULL,
+    taken_at        timestamptz NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id)
+);
+
+-- The last global position each projection has processed.
+CREATE TABLE checkpoints (
+    name        text        PRIMARY KEY,
+    position    bigint      NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- The safe head of the global log: positions below it can no longer be filled by a
+-- transaction that is still running. Every append holds a shared, transaction-scoped advisory
+-- lock whose two-int key encodes a lower bound of the positions it will take (tag 69 in the
+-- top byte of the first key, the bound's high 24 bits below it, the low 32 bits in the
+-- second); `pg_locks` shows it to every session from the moment it is granted until the
+-- append commits or aborts. Returns 2^63 - 1 when no append is in flight in this database.
+CREATE FUNCTION es_safe_frontier() RETURNS bigint
+LANGUAGE sql STABLE PARALLEL RESTRICTED AS $$
+    SELECT coalesce(min(((l.classid::bigint & 16777215) << 32) | l.objid::bigint), 9223372036854775807)
+    FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'advisory'
+      AND l.objsubid = 2
+      AND (l.classid::bigint >> 24) = 69
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+$$;
+
+-- Appends a batch to one stream in one call.
+--
+-- p_expected: -1 any, -3 the stream exists, n >= 0 exactly version n (0: no stream yet).
+-- Returns one row per result, `kind` telling which:
+--   'a'  appended: position, version, recorded_at of each new event, in version order;
+--   'c'  conflict: `version` is the stream's actual version; nothing was written;
+--   'd'  some ids are already stored: the stored rows, for the caller to compare (an
+--        idempotent retry when all match); nothing was written.
+CREATE FUNCTION es_append(
+    p_type            text,
+    p_id              text,
+    p_expected        bigint,
+    p_ids             uuid[],
+    p_names           text[],
+    p_schema_versions integer[],
+    p_payloads        jsonb[],
+    p_metadata        jsonb[],
+    p_notify          boolean
+) RETURNS TABLE (
+    kind            "char",
+    pos             bigint,
+    ver             bigint,
+    at              timestamptz,
+    stored_id       uuid,
+    stored_type     text,
+    stored_agg_id   text,
+    stored_name     text,
+    stored_schema   integer,
+    stored_payload  jsonb,
+    stored_metadata jsonb
+)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_actual bigint;
+    v_floor  bigint;
+    v_now    timestamptz;
+BEGIN
+    IF cardinality(p_ids) > 0 AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY (p_ids)) THEN
+        RETURN QUERY
+            SELECT 'd'::"char", e.position, e.version, e.recorded_at, e.event_id, e.aggregate_type,
+                   e.aggregate_id, e.event_name, e.schema_version, e.payload, e.metadata
+            FROM events e WHERE e.event_id = ANY (p_ids) ORDER BY e.position;
+        RETURN;
+    END IF;
+
+    SELECT e.version INTO v_actual
+    FROM events e
+    WHERE e.aggregate_type = p_type AND e.aggregate_id = p_id
+    ORDER BY e.version DESC
+    LIMIT 1;
+    v_actual := coalesce(v_actual, 0);
+
+    IF NOT (p_expected = -1 OR (p_expected = -3 AND v_actual > 0) OR v_actual = p_expected) THEN
+        RETURN QUERY SELECT 'c'::"char", NULL::bigint, v_actual, NULL::timestamptz, NULL::uuid,
+            NULL::text, NULL::text, NULL::text, NULL::integer, NULL::jsonb, NULL::jsonb;
+        RETURN;
+    END IF;
+    IF cardinality(p_ids) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Announce a lower bound of the positions this transaction is about to take (see
+    -- es_safe_frontier) before taking them: the sequence only moves forward.
+    SELECT s.last_value INTO v_floor FROM events_position_seq s;
+    PERFORM pg_advisory_xact_lock_shared((69 << 24) | (v_floor >> 32)::integer,
+                                         (v_floor & 4294967295)::bit(32)::integer);
+
+    v_now := clock_timestamp();
+    RETURN QUERY
+        INSERT INTO events AS e (event_id, aggregate_type, aggregate_id, version, event_name,
+                                 schema_version, payload, metadata, recorded_at)
+        SELECT u.id, p_type, p_id, v_actual + u.ord, u.name, u.sv, u.payload, u.meta, v_now
+        FROM unnest(p_ids, p_names, p_schema_versions, p_payloads, p_metadata)
+             WITH ORDINALITY AS u (id, name, sv, payload, meta, ord)
+        ORDER BY u.ord
+        RETURNING 'a'::"char", e.position, e.version, e.recorded_at, NULL::uuid, NULL::text,
+                  NULL::text, NULL::text, NULL::integer, NULL::jsonb, NULL::jsonb;
+
+    IF p_notify THEN
+        PERFORM pg_notify('es_events_' || current_schema(), '');
+    END IF;
+END;
+$$;

@@ -1,0 +1,149 @@
+//! The store's schema name and the SQL text that depends on it.
+
+use std::sync::Arc;
+
+use es_core::Error;
+
+/// Checks that `name` is a plain lower-case SQL identifier: `[a-z_][a-z0-9_]*`, at most 63
+/// bytes (PostgreSQL's limit), and not starting with `pg_` (reserved for system schemas).
+pub(crate) fn validate_schema(name: &str) -> Result<(), Error> {
+    let mut chars = name.chars();
+    let valid_start = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let valid_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid_start || !valid_rest || name.len() > 63 || name.starts_with("pg_") {
+        return Err(Error::Invalid(format!(
+            "schema name {name:?} is not a plain identifier ([a-z_][a-z0-9_]*, at most 63 bytes, not pg_*)"
+        )));
+    }
+    Ok(())
+}
+
+/// Every statement the store runs, with the (validated, quoted) schema spliced in once.
+#[derive(Debug, Clone)]
+pub(crate) struct Sql {
+    pub(crate) append: Arc<str>,
+    pub(crate) read_stream: Arc<str>,
+    pub(crate) stream_version: Arc<str>,
+    pub(crate) read_all: Arc<str>,
+    pub(crate) head_position: Arc<str>,
+    pub(crate) load_snapshot: Arc<str>,
+    pub(crate) save_snapshot: Arc<str>,
+    pub(crate) load_checkpoint: Arc<str>,
+    pub(crate) save_checkpoint: Arc<str>,
+    pub(crate) lock_checkpoint: Arc<str>,
+    pub(crate) load_stream: Arc<str>,
+    pub(crate) channel: String,
+}
+
+/// The columns of a recorded event, in the order `decode_row` reads them.
+pub(crate) const EVENT_COLUMNS: &str = "e.position, e.event_id, e.aggregate_type, e.aggregate_id, e.version, \
+     e.event_name, e.schema_version, e.payload, e.metadata, e.recorded_at";
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Self {
+        // `schema` is validated by `validate_schema`, so quoting it is enough.
+        let s = format!("\"{schema}\"");
+        let cols = EVENT_COLUMNS;
+        Self {
+            append: format!("SELECT * FROM {s}.es_append($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                .into(),
+            read_stream: format!(
+                "SELECT {cols} FROM {s}.events e \
+                 WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 \
+                   AND e.version >= $3 AND e.version <= $4 \
+                   AND ($5::text[] IS NULL OR e.event_name = ANY ($5)) \
+                   AND ($6::timestamptz IS NULL OR e.recorded_at <= $6) \
+                 ORDER BY e.version"
+            )
+            .into(),
+            stream_version: format!(
+                "SELECT coalesce(max(e.version), 0) FROM {s}.events e \
+                 WHERE e.aggregate_type = $1 AND e.aggregate_id = $2"
+            )
+            .into(),
+            read_all: format!(
+                "SELECT {cols} FROM {s}.events e \
+                 WHERE e.position > $1 AND e.position < {s}.es_safe_frontier() \
+                 ORDER BY e.position LIMIT $2"
+            )
+            .into(),
+            head_position: format!(
+                "SELECT coalesce(max(e.position), 0) FROM {s}.events e \
+                 WHERE e.position < {s}.es_safe_frontier()"
+            )
+            .into(),
+            load_snapshot: format!(
+                "SELECT version, state_version, state, taken_at FROM {s}.snapshots \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2"
+            )
+            .into(),
+            save_snapshot: format!(
+                "INSERT INTO {s}.snapshots AS t \
+                   (aggregate_type, aggregate_id, version, state_version, state, taken_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+                   SET version = excluded.version, state_version = excluded.state_version, \
+                       state = excluded.state, taken_at = excluded.taken_at \
+                   WHERE (excluded.state_version, excluded.version) >= (t.state_version, t.version)"
+            )
+            .into(),
+            load_checkpoint: format!("SELECT position FROM {s}.checkpoints WHERE name = $1")
+                .into(),
+            save_checkpoint: format!(
+                "INSERT INTO {s}.checkpoints (name, position) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE \
+                   SET position = excluded.position, updated_at = clock_timestamp()"
+            )
+            .into(),
+            lock_checkpoint: format!(
+                "INSERT INTO {s}.checkpoints AS t (name, position) VALUES ($1, 0) \
+                 ON CONFLICT (name) DO UPDATE SET name = t.name \
+                 RETURNING t.position"
+            )
+            .into(),
+            load_stream: format!(
+                "WITH snap AS ( \
+                   SELECT version, state_version, state, taken_at FROM {s}.snapshots \
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3) \
+                 (SELECT 's'::\"char\" AS kind, 0::bigint AS position, NULL::uuid AS event_id, \
+                         snap.version, NULL::text AS event_name, snap.state_version AS schema_version, \
+                         snap.state AS payload, NULL::jsonb AS metadata, snap.taken_at AS recorded_at \
+                  FROM snap) \
+                 UNION ALL \
+                 (SELECT 'e'::\"char\", e.position, e.event_id, e.version, e.event_name, \
+                         e.schema_version, e.payload, e.metadata, e.recorded_at \
+                  FROM {s}.events e \
+                  WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 \
+                    AND e.version > coalesce((SELECT version FROM snap), 0) \
+                  ORDER BY e.version)"
+            )
+            .into(),
+            channel: format!("es_events_{schema}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_schema;
+
+    #[test]
+    fn schema_names_must_be_plain_identifiers() {
+        for good in ["public", "es", "_private", "tenant_42"] {
+            assert!(validate_schema(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Public",
+            "1abc",
+            "a-b",
+            "a\"; DROP TABLE x; --",
+            "pg_catalog",
+            &"x".repeat(64),
+        ] {
+            assert!(validate_schema(bad).is_err(), "{bad:?}");
+        }
+    }
+}
