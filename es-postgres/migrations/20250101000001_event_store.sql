@@ -39,20 +39,66 @@ CREATE TABLE checkpoints (
     updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
--- The safe head of the global log: positions below it can no longer be filled by a
--- transaction that is still running. Every append holds a shared, transaction-scoped advisory
--- lock whose two-int key encodes a lower bound of the positions it will take (tag 69 in the
--- top byte of the first key, the bound's high 24 bits below it, the low 32 bits in the
--- second); `pg_locks` shows it to every session from the moment it is granted until the
--- append commits or aborts. Returns 2^63 - 1 when no append is in flight in this database.
-CREATE FUNCTION es_safe_frontier() RETURNS bigint
-LANGUAGE sql STABLE PARALLEL RESTRICTED AS $$
-    SELECT coalesce(min(((l.classid::bigint & 16777215) << 32) | l.objid::bigint), 9223372036854775807)
+-- The global log's safe frontier: every position below it that is not visible yet never will
+-- be. Every append holds a shared, transaction-scoped advisory lock whose two-int key encodes
+-- a lower bound of the positions it takes (tag 69 in the top byte of the first key, the
+-- bound's high 24 bits below it, the low 32 bits in the second); `pg_locks` shows it to every
+-- session from before the append draws a position until it commits or aborts.
+--
+-- Reads the sequence first, then the locks: an append that drew before the sequence read still
+-- holds its lock at the lock read (or has committed), and one that draws later gets a position
+-- above the sequence value. Callers must take their data snapshot after this returns (a new
+-- statement in READ COMMITTED), which is why the readers below are VOLATILE plpgsql.
+CREATE FUNCTION es_frontier() RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_seq  bigint;
+    v_lock bigint;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'es-postgres reads the global log only in READ COMMITTED transactions (this one is %)',
+            current_setting('transaction_isolation');
+    END IF;
+    SELECT s.last_value INTO v_seq FROM events_position_seq s;
+    SELECT min(((l.classid::bigint & 16777215) << 32) | l.objid::bigint) INTO v_lock
     FROM pg_catalog.pg_locks l
     WHERE l.locktype = 'advisory'
       AND l.objsubid = 2
       AND (l.classid::bigint >> 24) = 69
-      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                        WHERE d.datname = pg_catalog.current_database());
+    RETURN least(v_seq + 1, coalesce(v_lock, v_seq + 1));
+END;
+$$;
+
+-- Up to p_limit events after p_after that no running append can still precede.
+CREATE FUNCTION es_read_all(p_after bigint, p_limit bigint) RETURNS SETOF events
+LANGUAGE plpgsql VOLATILE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_frontier bigint := es_frontier();
+BEGIN
+    RETURN QUERY
+        SELECT * FROM events e
+        WHERE e.position > p_after AND e.position < v_frontier
+        ORDER BY e.position
+        LIMIT p_limit;
+END;
+$$;
+
+-- The highest position es_read_all can currently return (0 when none).
+CREATE FUNCTION es_head() RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_frontier bigint := es_frontier();
+BEGIN
+    RETURN coalesce((SELECT max(e.position) FROM events e WHERE e.position < v_frontier), 0);
+END;
 $$;
 
 -- Appends a batch to one stream in one call.
@@ -119,7 +165,7 @@ BEGIN
     END IF;
 
     -- Announce a lower bound of the positions this transaction is about to take (see
-    -- es_safe_frontier) before taking them: the sequence only moves forward.
+    -- es_frontier) before taking them: the sequence only moves forward.
     SELECT s.last_value INTO v_floor FROM events_position_seq s;
     PERFORM pg_advisory_xact_lock_shared((69 << 24) | (v_floor >> 32)::integer,
                                          (v_floor & 4294967295)::bit(32)::integer);

@@ -63,23 +63,29 @@
 //! because a `CACHE 1` sequence hands values out in real-time order) and takes a shared,
 //! transaction-scoped advisory lock whose key encodes that bound. `pg_locks` is not
 //! transactional: the lock is visible to every session from the moment it is granted until
-//! the append commits or rolls back. A reader computes, in the same statement as its read,
-//! the frontier `es_safe_frontier()` = the smallest announced bound in this database, and
-//! returns only rows below it.
+//! the append commits or rolls back. A read of the log (`es_read_all`, `es_head`) first
+//! computes the frontier `F = min(last_value + 1, smallest announced bound)`, reading the
+//! sequence and then `pg_locks`, and only *then* takes the snapshot it reads rows with
+//! (a new statement of a VOLATILE plpgsql function in READ COMMITTED), returning rows below
+//! `F`.
 //!
-//! Why nothing is skipped: take a row `q` that commits after a read `R` returned rows `r`.
-//! If `q`'s lock was granted before `R` looked at `pg_locks`, the frontier was at most `q`'s
-//! bound, which is at most `q`'s position, and every `r` is below the frontier. Otherwise `q`
-//! drew its position after `R` looked at `pg_locks`, hence after `R`'s snapshot was taken,
-//! hence after every `r` (visible in that snapshot) had drawn its own: the sequence gives `q` a
-//! higher position. Either way every later row is above every returned row.
+//! Why nothing is skipped: take a row `q` that is not visible to that snapshot (it commits
+//! later). If `q` drew its position after the sequence read, its position is above
+//! `last_value`, so at least `F`. If it drew before, its lock was granted before that (before
+//! the `pg_locks` read) and is still held at the `pg_locks` read (`q` commits after the
+//! snapshot, which comes later), so `F` is at most `q`'s bound, at most its position. Either
+//! way `q` lands at or above `F`, above every row returned. The order of the three reads is
+//! essential: an earlier version took the snapshot first and the test with slow appends caught
+//! it skipping (an append could commit, releasing its lock, between the snapshot and the
+//! `pg_locks` read). Reads therefore refuse to run in REPEATABLE READ or SERIALIZABLE
+//! transactions, whose snapshot would predate the frontier.
 //!
 //! What it costs: writers never wait for each other (shared locks never conflict); each append
-//! adds a sequence read and a lock-table entry (measured within noise, see BENCHMARKS.md);
-//! each follower read scans `pg_locks` once. A long-running append holds followers back until
-//! it ends, exactly as with the xmin design, and only delays them. Several stores in one
-//! database share the frontier (it is per database), which is conservative: it delays, never
-//! skips. The `xid8` column is therefore not needed and not stored.
+//! adds a sequence read and a lock-table entry (see BENCHMARKS.md); each read of the log scans
+//! `pg_locks` once. A long-running append holds followers back until it ends, exactly as with
+//! the xmin design, and only delays them. Several stores in one database share the frontier
+//! (it is per database), which is conservative: it delays, never skips. No `xid8` column is
+//! needed.
 //!
 //! Appends made with [`PostgresStore::append_in`] inside a caller's transaction keep the
 //! guarantee (each one announces its own bound, and the first stays held until commit).

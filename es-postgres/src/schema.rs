@@ -64,14 +64,11 @@ impl Sql {
             )
             .into(),
             read_all: format!(
-                "SELECT {cols} FROM {s}.events e \
-                 WHERE e.position > $1 AND e.position < {s}.es_safe_frontier() \
-                 ORDER BY e.position LIMIT $2"
+                "SELECT {cols} FROM {s}.es_read_all($1, $2) e"
             )
             .into(),
             head_position: format!(
-                "SELECT coalesce(max(e.position), 0) FROM {s}.events e \
-                 WHERE e.position < {s}.es_safe_frontier()"
+                "SELECT {s}.es_head()"
             )
             .into(),
             load_snapshot: format!(

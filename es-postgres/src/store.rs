@@ -506,7 +506,9 @@ impl PostgresStore {
     }
 
     /// [`EventStore::read_all`] on a connection the caller controls (for example inside a
-    /// projection's transaction).
+    /// projection's transaction). The transaction must be READ COMMITTED (PostgreSQL's
+    /// default): the read takes its snapshot after computing the safe frontier, which a
+    /// REPEATABLE READ snapshot taken earlier would defeat, so such reads are refused.
     pub async fn read_all_in(
         &self,
         conn: &mut PgConnection,

@@ -1,0 +1,350 @@
+//! Concurrency and fault tests against the real server: many writers with late commits and a
+//! live follower, a contested stream, and a connection killed in the middle of an append.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use es_core::testing::conformance::{event, events};
+use es_core::{Error, EventStore, ExpectedVersion, StreamId, StreamQuery};
+use es_postgres::{StoreOptions, SubscriptionOptions};
+use futures::StreamExt;
+use uuid::Uuid;
+
+/// 32 writers on 128 streams, every fifth append held open by `pg_sleep` inside its
+/// transaction so that it commits after appends that took higher positions; a live subscription
+/// must see every committed event exactly once and in position order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_writers_with_late_commits_and_a_live_follower() {
+    const WRITERS: usize = 32;
+    const APPENDS: usize = 15;
+    let store = common::fresh_store_with(StoreOptions::new(), 48).await;
+    let start = store.head_position().await.expect("head");
+
+    let follower = {
+        let mut sub = store.subscribe_with(
+            start,
+            SubscriptionOptions {
+                batch_size: 64,
+                poll_interval: Duration::from_millis(200),
+            },
+        );
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(item) = sub.next().await {
+                let e = item.expect("subscription read");
+                if e.stream.aggregate_type == "End" {
+                    break;
+                }
+                seen.push((e.position, e.event_id));
+            }
+            seen
+        })
+    };
+
+    let began = Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            // (event ids, first position, time committed, slow?)
+            let mut done = Vec::new();
+            for i in 0..APPENDS {
+                let s = StreamId::new("Many", format!("w{w}-s{}", i % 4));
+                let batch = events("E", i as u64, 1 + (i % 3) as u64);
+                let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+                let slow = (i + w) % 5 == 0;
+                let position = if slow {
+                    let mut tx = store.pool().begin().await.expect("begin");
+                    let recorded = store
+                        .append_in(&mut tx, &s, ExpectedVersion::Any, batch)
+                        .await
+                        .expect("slow append");
+                    sqlx::query("SELECT pg_sleep($1)")
+                        .bind(0.02 + 0.01 * (w % 8) as f64)
+                        .execute(&mut *tx)
+                        .await
+                        .expect("sleep");
+                    tx.commit().await.expect("commit");
+                    recorded[0].position
+                } else {
+                    store
+                        .append(&s, ExpectedVersion::Any, batch)
+                        .await
+                        .expect("append")[0]
+                        .position
+                };
+                done.push((ids, position, began.elapsed(), slow));
+            }
+            done
+        }));
+    }
+    let mut written = HashSet::new();
+    let mut log = Vec::new();
+    for writer in writers {
+        for (ids, position, at, slow) in writer.await.expect("writer") {
+            written.extend(ids.iter().copied());
+            log.push((position, at, slow));
+        }
+    }
+    store
+        .append(
+            &StreamId::new("End", "end"),
+            ExpectedVersion::NoStream,
+            vec![event("End", 0)],
+        )
+        .await
+        .expect("end marker");
+    let seen = tokio::time::timeout(Duration::from_secs(60), follower)
+        .await
+        .expect("follower finishes")
+        .expect("follower task");
+
+    // Late commits really happened: some slow append committed after a fast one that had
+    // taken a higher position.
+    let late = log.iter().filter(|(p, at, slow)| {
+        *slow
+            && log
+                .iter()
+                .any(|(q, fast_at, fast_slow)| !fast_slow && q > p && fast_at < at)
+    });
+    assert!(late.count() > 0, "no late commit happened");
+
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "positions strictly increase"
+    );
+    let seen_ids: HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(seen_ids.len(), seen.len(), "no event seen twice");
+    let missed = written.difference(&seen_ids).count();
+    if missed > 0 {
+        let all = store.read_all(0, 100_000).await.expect("all");
+        let missing: Vec<u64> = all
+            .iter()
+            .filter(|e| !seen_ids.contains(&e.event_id) && e.stream.aggregate_type != "End")
+            .map(|e| e.position)
+            .collect();
+        eprintln!("missing positions {missing:?}");
+        let slow_pos: Vec<u64> = log.iter().filter(|l| l.2).map(|l| l.0).collect();
+        eprintln!("slow first positions {slow_pos:?}");
+    }
+    let extra = seen_ids.difference(&written).count();
+    assert_eq!(
+        (missed, extra),
+        (0, 0),
+        "every committed event seen, nothing else ({} written, {} seen)",
+        written.len(),
+        seen_ids.len()
+    );
+}
+
+/// A long transaction holds followers back, and they resume exactly where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_append_holds_the_follower_back_without_skipping() {
+    let store = common::fresh_store().await;
+    let (a, b) = (StreamId::new("T", "a"), StreamId::new("T", "b"));
+    let mut tx = store.pool().begin().await.expect("begin");
+    let early = store
+        .append_in(&mut tx, &a, ExpectedVersion::NoStream, vec![event("E", 1)])
+        .await
+        .expect("open append");
+    let later = store
+        .append(&b, ExpectedVersion::NoStream, vec![event("E", 2)])
+        .await
+        .expect("committed append");
+    assert!(later[0].position > early[0].position);
+    assert!(
+        store.read_all(0, 10).await.expect("read").is_empty(),
+        "nothing past the open append is released"
+    );
+    assert_eq!(store.head_position().await.expect("head"), 0);
+    tx.commit().await.expect("commit");
+    let all = store.read_all(0, 10).await.expect("read");
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [early[0].position, later[0].position]
+    );
+    assert_eq!(
+        store.head_position().await.expect("head"),
+        later[0].position
+    );
+}
+
+/// 24 tasks append to one stream at the version each last read: exactly one wins each version,
+/// every loser learns a newer actual version, and the stream ends gapless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contested_stream_one_winner_per_version() {
+    const TASKS: u64 = 24;
+    const WINS: u64 = 6;
+    let store = common::fresh_store_with(StoreOptions::new(), 32).await;
+    let s = StreamId::new("Contested", "one");
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let (store, s) = (store.clone(), s.clone());
+        handles.push(tokio::spawn(async move {
+            let (mut wins, mut conflicts) = (Vec::new(), 0u64);
+            let mut current = 0;
+            while (wins.len() as u64) < WINS {
+                match store
+                    .append(&s, ExpectedVersion::Exact(current), vec![event("E", task)])
+                    .await
+                {
+                    Ok(recorded) => {
+                        assert_eq!(recorded[0].version, current + 1);
+                        wins.push(current + 1);
+                        current += 1;
+                    }
+                    Err(Error::Conflict {
+                        actual, expected, ..
+                    }) => {
+                        assert_eq!(expected, ExpectedVersion::Exact(current));
+                        assert!(
+                            actual > current,
+                            "actual {actual} after expecting {current}"
+                        );
+                        conflicts += 1;
+                        // Retry at the version the conflict reported, without reading.
+                        current = actual;
+                    }
+                    Err(other) => panic!("unexpected {other}"),
+                }
+            }
+            (wins, conflicts)
+        }));
+    }
+    let mut all_wins = Vec::new();
+    let mut conflicts = 0;
+    for h in handles {
+        let (wins, c) = h.await.expect("task");
+        all_wins.extend(wins);
+        conflicts += c;
+    }
+    all_wins.sort_unstable();
+    assert_eq!(
+        all_wins,
+        (1..=TASKS * WINS).collect::<Vec<_>>(),
+        "each version won exactly once"
+    );
+    assert!(conflicts > 0, "the stream was contested");
+    let stored = store
+        .read_stream(&s, &StreamQuery::all())
+        .await
+        .expect("read");
+    assert_eq!(
+        stored.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=TASKS * WINS).collect::<Vec<_>>()
+    );
+}
+
+/// An append blocked inside the database is killed with `pg_terminate_backend`: nothing of it
+/// is stored, and retrying the same events stores them exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminated_append_leaves_nothing_and_retry_succeeds_once() {
+    let store = common::fresh_store().await;
+    let s = StreamId::new("Killed", "k");
+    // A transaction that has written version 1 and not committed: the victim's insert of
+    // version 1 waits on its unique-key entry, inside the append function.
+    let mut blocker = store.pool().begin().await.expect("begin");
+    store
+        .append_in(&mut blocker, &s, ExpectedVersion::Any, vec![event("B", 0)])
+        .await
+        .expect("blocker");
+    let batch = events("E", 1, 5);
+    let victim = {
+        let (store, s, batch) = (store.clone(), s.clone(), batch.clone());
+        tokio::spawn(async move { store.append(&s, ExpectedVersion::Any, batch).await })
+    };
+    let pid = loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+               AND query LIKE '%es_append%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_optional(store.pool())
+        .await
+        .expect("find victim");
+        if let Some(pid) = pid {
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(store.pool())
+        .await
+        .expect("terminate");
+    assert!(killed);
+    let result = victim.await.expect("victim task");
+    assert!(
+        matches!(result, Err(Error::Backend(_))),
+        "a killed append is a backend error: {result:?}"
+    );
+    blocker.rollback().await.expect("rollback");
+
+    let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!(stored, 0, "nothing partial");
+    assert_eq!(store.stream_version(&s).await.expect("version"), 0);
+
+    let first = store
+        .append(&s, ExpectedVersion::Any, batch.clone())
+        .await
+        .expect("retry");
+    assert_eq!(
+        first.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    let again = store
+        .append(&s, ExpectedVersion::Exact(0), batch)
+        .await
+        .expect("second retry is idempotent");
+    assert_eq!(
+        again.iter().map(|e| e.position).collect::<Vec<_>>(),
+        first.iter().map(|e| e.position).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store
+            .read_stream(&s, &StreamQuery::all())
+            .await
+            .expect("read")
+            .len(),
+        5,
+        "stored exactly once"
+    );
+}
+
+/// Identical retries racing each other store the batch once and all return it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_identical_retries_store_once() {
+    let store = common::fresh_store().await;
+    let s = StreamId::new("Retry", "r");
+    let batch = events("E", 1, 3);
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let (store, s, batch) = (store.clone(), s.clone(), batch.clone());
+        handles.push(tokio::spawn(async move {
+            store.append(&s, ExpectedVersion::NoStream, batch).await
+        }));
+    }
+    let mut positions = HashSet::new();
+    for h in handles {
+        let recorded = h.await.expect("task").expect("every retry succeeds");
+        positions.insert(
+            recorded
+                .iter()
+                .map(|e| (e.position, e.version))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(
+        positions.len(),
+        1,
+        "all retries return the same stored events"
+    );
+    assert_eq!(store.stream_version(&s).await.expect("version"), 3);
+}
