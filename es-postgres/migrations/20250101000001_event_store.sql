@@ -140,6 +140,15 @@ DECLARE
     v_floor  bigint;
     v_now    timestamptz;
 BEGIN
+    -- The version is read before the ids: each statement sees a newer snapshot, so an
+    -- identical append that commits in between shows up as stored ids, not as a conflict.
+    SELECT e.version INTO v_actual
+    FROM events e
+    WHERE e.aggregate_type = p_type AND e.aggregate_id = p_id
+    ORDER BY e.version DESC
+    LIMIT 1;
+    v_actual := coalesce(v_actual, 0);
+
     IF cardinality(p_ids) > 0 AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY (p_ids)) THEN
         RETURN QUERY
             SELECT 'd'::"char", e.position, e.version, e.recorded_at, e.event_id, e.aggregate_type,
@@ -147,13 +156,6 @@ BEGIN
             FROM events e WHERE e.event_id = ANY (p_ids) ORDER BY e.position;
         RETURN;
     END IF;
-
-    SELECT e.version INTO v_actual
-    FROM events e
-    WHERE e.aggregate_type = p_type AND e.aggregate_id = p_id
-    ORDER BY e.version DESC
-    LIMIT 1;
-    v_actual := coalesce(v_actual, 0);
 
     IF NOT (p_expected = -1 OR (p_expected = -3 AND v_actual > 0) OR v_actual = p_expected) THEN
         RETURN QUERY SELECT 'c'::"char", NULL::bigint, v_actual, NULL::timestamptz, NULL::uuid,

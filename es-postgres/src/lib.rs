@@ -14,6 +14,7 @@
 //!     StoreOptions::new().schema("ledger"),
 //! ).await?; // connects and migrates
 //! # let _ = store; Ok(()) }
+//! # let _ = demo;
 //! ```
 //!
 //! ## Schema

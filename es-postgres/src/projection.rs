@@ -40,6 +40,7 @@ use crate::store::{PostgresStore, backend};
 ///         })
 ///     }
 /// }
+/// # let _ = StreamLengths;
 /// ```
 pub trait InlineProjection: Send + Sync + 'static {
     /// Stable name, used in errors.
@@ -80,6 +81,7 @@ pub trait InlineProjection: Send + Sync + 'static {
 ///         Ok(())
 ///     }
 /// }
+/// # let _ = Deposits;
 /// ```
 pub trait TransactionalProjection: Send {
     /// Stable name; the key of its checkpoint.

@@ -30,6 +30,7 @@ pub struct StoreOptions {
     schema: String,
     notify: bool,
     max_connections: u32,
+    acquire_timeout: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -38,6 +39,7 @@ impl Default for StoreOptions {
             schema: "public".to_owned(),
             notify: true,
             max_connections: 16,
+            acquire_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -61,6 +63,13 @@ impl StoreOptions {
     /// subscriber may prefer it off.
     pub fn notify(mut self, notify: bool) -> Self {
         self.notify = notify;
+        self
+    }
+
+    /// How long [`PostgresStore::connect_with`]'s pool waits for a connection, including the
+    /// first one (default 30 s).
+    pub fn acquire_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.acquire_timeout = timeout;
         self
     }
 
@@ -95,6 +104,7 @@ impl StoreOptions {
 /// assert_eq!(history.len(), 1);
 /// # Ok(())
 /// # }
+/// # let _ = demo;
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -271,6 +281,7 @@ impl PostgresStore {
         validate_schema(&options.schema)?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
             .connect(url)
             .await
             .map_err(backend)?;
@@ -483,25 +494,28 @@ impl PostgresStore {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         let mut races = 0u32;
         loop {
-            let attempt = self.attempt(&mut conn, stream, expected, events).await?;
-            let actual = match attempt {
+            match self.attempt(&mut conn, stream, expected, events).await? {
                 Attempt::Done(recorded) => return Ok(recorded),
-                Attempt::Conflict(actual) => actual,
-                // The other append committed the same ids: the next call sees them.
-                Attempt::IdRace => continue,
-                Attempt::VersionRace => self.stream_version(stream).await?,
-            };
-            // A race lost by an `Any` or `StreamExists` append, or won by a transaction that
-            // then rolled back, still accepts the new version: try again.
-            if matches!(attempt, Attempt::VersionRace) && expected.accepts(actual) && races < 100 {
-                races += 1;
-                continue;
+                Attempt::Conflict(actual) => {
+                    return Err(Error::Conflict {
+                        stream: stream.clone(),
+                        expected,
+                        actual,
+                    });
+                }
+                // A concurrent append got there first. Calling again sorts it out: the ids
+                // are checked first (an identical retry that won is returned as stored), then
+                // the version (a conflict reports the actual one; `Any` and `StreamExists`
+                // just append after it).
+                Attempt::VersionRace | Attempt::IdRace if races < 1_000 => races += 1,
+                Attempt::VersionRace | Attempt::IdRace => {
+                    return Err(Error::Conflict {
+                        stream: stream.clone(),
+                        expected,
+                        actual: self.stream_version(stream).await?,
+                    });
+                }
             }
-            return Err(Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
         }
     }
 
