@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use es_core::{
@@ -25,6 +26,9 @@ use crate::process::TransferProcess;
 use crate::read_model::{
     AccountRow, CurrencyTotals, LedgerView, ReadModels, StatementLine, TransferRow,
 };
+
+/// How long a caller waits for its own write to show in the global log.
+const WAIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,8 @@ pub struct Receipt {
     pub events: Vec<String>,
     /// The correlation id every event of the command carries.
     pub correlation_id: Option<Uuid>,
+    /// Global position of the last event written (0 when none).
+    pub position: u64,
 }
 
 /// The outcome of a transfer request, after the process ran.
@@ -271,8 +277,22 @@ impl<S: EventStore> Ledger<S> {
             reference,
         )
         .await?;
-        self.run_processes().await?;
-        self.transfer_outcome(transfer_id).await
+        // A store's global log may show a fresh commit a moment later (PostgreSQL waits
+        // for concurrent transactions that took lower positions), so poll until final.
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            self.run_processes().await?;
+            let outcome = self.transfer_outcome(transfer_id).await?;
+            if outcome.status.is_final() || Instant::now() >= deadline {
+                // Let the read models include the transfer's last event (and so every
+                // account event before it) before the caller reads balances.
+                let last = self.transfers.history(&transfer_id.to_string()).await?;
+                let position = last.last().map_or(0, |e| e.position);
+                self.read_after(position, |_| ()).await?;
+                return Ok(outcome);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Records a transfer request without driving it (the process picks it up on its next
@@ -334,9 +354,36 @@ impl<S: EventStore> Ledger<S> {
 
     /// Catches the read models up and runs `read` on them.
     pub async fn read<T>(&self, read: impl FnOnce(&ReadModels) -> T) -> Result<T, AppError> {
+        self.read_after(0, read).await
+    }
+
+    /// Catches the read models up at least to global `position` (a write's, so a caller
+    /// reads its own writes even when the log shows a commit a moment late), then runs `read`.
+    pub async fn read_after<T>(
+        &self,
+        position: u64,
+        read: impl FnOnce(&ReadModels) -> T,
+    ) -> Result<T, AppError> {
         let mut view = self.view.lock().await;
-        view.catch_up().await?;
-        Ok(read(view.projection().models()))
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            view.catch_up().await?;
+            if view.projection().models().position >= position || Instant::now() >= deadline {
+                return Ok(read(view.projection().models()));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// One account's row once the read models include global `position`.
+    pub async fn account_after(
+        &self,
+        account_id: &str,
+        position: u64,
+    ) -> Result<AccountRow, AppError> {
+        self.read_after(position, |m| m.accounts.get(account_id).cloned())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("account {account_id}")))
     }
 
     /// One account's current balance and status.
@@ -412,10 +459,24 @@ impl<S: EventStore> Ledger<S> {
                     .collect()
             })
             .await?;
+        // Scan at least as far as the read models have seen (a store may show the log's
+        // tail a moment late; see `read_after`).
+        let seen = self.read(|m| m.position).await?;
+        let deadline = Instant::now() + WAIT_LIMIT;
         let mut events = self.store.stream_all(0, 1_000);
         let mut entries = Vec::new();
-        while let Some(event) = events.next().await {
+        let mut scanned = 0;
+        loop {
+            let Some(event) = events.next().await else {
+                if scanned >= seen || Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                events = self.store.stream_all(scanned, 1_000);
+                continue;
+            };
             let event = event?;
+            scanned = event.position;
             if event.metadata.correlation_id != Some(correlation_id) {
                 continue;
             }
@@ -520,6 +581,7 @@ fn execute_error(error: ExecuteError<LedgerError>, kind: &str, id: &str) -> AppE
 fn receipt(id: String, committed: es_core::Committed) -> Receipt {
     Receipt {
         id,
+        position: committed.events.last().map_or(0, |e| e.position),
         version: committed.version,
         correlation_id: committed
             .events

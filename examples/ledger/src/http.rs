@@ -477,7 +477,10 @@ async fn open_account<S: EventStore>(
         .ledger
         .open_account(meta, &body.id, &body.owner, currency, body.overdraft_limit)
         .await?;
-    let row = state.ledger.account(&receipt.id).await?;
+    let row = state
+        .ledger
+        .account_after(&receipt.id, receipt.position)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "receipt": receipt, "account": row })),
@@ -496,7 +499,7 @@ async fn deposit<S: EventStore>(
         .ledger
         .deposit(meta, &id, &amount, &body.reference)
         .await?;
-    let row = state.ledger.account(&id).await?;
+    let row = state.ledger.account_after(&id, receipt.position).await?;
     Ok(Json(json!({ "receipt": receipt, "account": row })))
 }
 
@@ -512,7 +515,7 @@ async fn withdraw<S: EventStore>(
         .ledger
         .withdraw(meta, &id, &amount, &body.reference)
         .await?;
-    let row = state.ledger.account(&id).await?;
+    let row = state.ledger.account_after(&id, receipt.position).await?;
     Ok(Json(json!({ "receipt": receipt, "account": row })))
 }
 
@@ -524,7 +527,7 @@ async fn freeze<S: EventStore>(
 ) -> ApiResult<impl IntoResponse> {
     let Json(body) = body.map_err(json_error)?;
     let receipt = state.ledger.freeze(meta, &id, &body.reason).await?;
-    let row = state.ledger.account(&id).await?;
+    let row = state.ledger.account_after(&id, receipt.position).await?;
     Ok(Json(json!({ "receipt": receipt, "account": row })))
 }
 
@@ -536,7 +539,7 @@ async fn unfreeze<S: EventStore>(
 ) -> ApiResult<impl IntoResponse> {
     let Json(body) = body.map_err(json_error)?;
     let receipt = state.ledger.unfreeze(meta, &id, &body.reason).await?;
-    let row = state.ledger.account(&id).await?;
+    let row = state.ledger.account_after(&id, receipt.position).await?;
     Ok(Json(json!({ "receipt": receipt, "account": row })))
 }
 
@@ -548,7 +551,7 @@ async fn close<S: EventStore>(
 ) -> ApiResult<impl IntoResponse> {
     let Json(body) = body.map_err(json_error)?;
     let receipt = state.ledger.close(meta, &id, &body.reason).await?;
-    let row = state.ledger.account(&id).await?;
+    let row = state.ledger.account_after(&id, receipt.position).await?;
     Ok(Json(json!({ "receipt": receipt, "account": row })))
 }
 

@@ -5,14 +5,40 @@
 
 use std::io::Write;
 
-use crate::cli::{Cli, CliError};
+use es_postgres::{PostgresStore, StoreOptions};
+use uuid::Uuid;
 
-/// Runs the CLI against the PostgreSQL database at `url`.
+use crate::app::Ledger;
+use crate::cli::{Cli, CliError, Command, execute};
+
+/// Connects to the database at `url`, keeping the event store in `schema` (created and
+/// migrated if needed).
+pub async fn connect(url: &str, schema: &str) -> Result<PostgresStore, CliError> {
+    let store = PostgresStore::connect_with(url, StoreOptions::new().schema(schema))
+        .await
+        .map_err(|e| format!("cannot open the event store at {url}: {e}"))?;
+    Ok(store)
+}
+
+/// Runs the CLI against the PostgreSQL database at `url` (schema `public`).
 pub async fn run_on_database(
     url: &str,
     cli: Cli,
     out: &mut (impl Write + Send),
 ) -> Result<(), CliError> {
-    let _ = (url, cli, out);
-    Err("PostgreSQL support needs es-postgres, which has not landed yet; run without --database-url / DATABASE_URL to use the in-memory store".into())
+    let store = connect(url, "public").await?;
+    // The read models live in this process's memory and are rebuilt from the log at start:
+    // their checkpoint is private to the process, so processes sharing the database never
+    // move each other's checkpoint.
+    let view = format!("ledger-view-{}", Uuid::now_v7());
+    let ledger = Ledger::open(store, &view).await?;
+    // The demo can run again on a database that holds an earlier run: fresh account ids.
+    let tag = match cli.command {
+        Command::Demo => {
+            let id = Uuid::now_v7().simple().to_string();
+            format!("-{}", &id[id.len() - 6..])
+        }
+        _ => String::new(),
+    };
+    execute(&ledger, cli, out, &tag).await
 }
