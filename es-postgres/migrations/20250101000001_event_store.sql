@@ -1,8 +1,10 @@
 -- es-postgres schema, version 1.
 --
--- Every object is created unqualified: `PostgresStore::migrate` runs this with `search_path`
--- set to the store's (validated) schema, and the append function captures that search path
--- (`SET search_path FROM CURRENT`) so it works whatever the caller's search path is.
+-- Tables are created unqualified: `PostgresStore::migrate` runs this with `search_path` set to
+-- the store's (validated) schema. The functions are created with every name qualified by that
+-- schema (spliced in with format's %I), so they work whatever the caller's search path is.
+-- (A `SET search_path` clause on the functions would do the same, but PostgreSQL then replans
+-- their statements on every call: it made a one-event append 3.5x slower.)
 
 -- The global log. `position` comes from an identity sequence with CACHE 1 so that values are
 -- handed out in real-time order across sessions (the global-order design relies on it).
@@ -39,6 +41,9 @@ CREATE TABLE checkpoints (
     updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
+DO $do$
+BEGIN
+EXECUTE format($fn$
 -- The global log's safe frontier: every position below it that is not visible yet never will
 -- be. Every append holds a shared, transaction-scoped advisory lock whose two-int key encodes
 -- a lower bound of the positions it takes (tag 69 in the top byte of the first key, the
@@ -49,19 +54,18 @@ CREATE TABLE checkpoints (
 -- holds its lock at the lock read (or has committed), and one that draws later gets a position
 -- above the sequence value. Callers must take their data snapshot after this returns (a new
 -- statement in READ COMMITTED), which is why the readers below are VOLATILE plpgsql.
-CREATE FUNCTION es_frontier() RETURNS bigint
+CREATE FUNCTION %1$I.es_frontier() RETURNS bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path FROM CURRENT
-AS $$
+AS $body$
 DECLARE
     v_seq  bigint;
     v_lock bigint;
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'es-postgres reads the global log only in READ COMMITTED transactions (this one is %)',
+        RAISE EXCEPTION 'es-postgres reads the global log only in READ COMMITTED transactions (this one is %%)',
             current_setting('transaction_isolation');
     END IF;
-    SELECT s.last_value INTO v_seq FROM events_position_seq s;
+    SELECT s.last_value INTO v_seq FROM %1$I.events_position_seq s;
     SELECT min(((l.classid::bigint & 16777215) << 32) | l.objid::bigint) INTO v_lock
     FROM pg_catalog.pg_locks l
     WHERE l.locktype = 'advisory'
@@ -71,35 +75,33 @@ BEGIN
                         WHERE d.datname = pg_catalog.current_database());
     RETURN least(v_seq + 1, coalesce(v_lock, v_seq + 1));
 END;
-$$;
+$body$;
 
 -- Up to p_limit events after p_after that no running append can still precede.
-CREATE FUNCTION es_read_all(p_after bigint, p_limit bigint) RETURNS SETOF events
+CREATE FUNCTION %1$I.es_read_all(p_after bigint, p_limit bigint) RETURNS SETOF %1$I.events
 LANGUAGE plpgsql VOLATILE
-SET search_path FROM CURRENT
-AS $$
+AS $body$
 DECLARE
-    v_frontier bigint := es_frontier();
+    v_frontier bigint := %1$I.es_frontier();
 BEGIN
     RETURN QUERY
-        SELECT * FROM events e
+        SELECT * FROM %1$I.events e
         WHERE e.position > p_after AND e.position < v_frontier
         ORDER BY e.position
         LIMIT p_limit;
 END;
-$$;
+$body$;
 
 -- The highest position es_read_all can currently return (0 when none).
-CREATE FUNCTION es_head() RETURNS bigint
+CREATE FUNCTION %1$I.es_head() RETURNS bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path FROM CURRENT
-AS $$
+AS $body$
 DECLARE
-    v_frontier bigint := es_frontier();
+    v_frontier bigint := %1$I.es_frontier();
 BEGIN
-    RETURN coalesce((SELECT max(e.position) FROM events e WHERE e.position < v_frontier), 0);
+    RETURN coalesce((SELECT max(e.position) FROM %1$I.events e WHERE e.position < v_frontier), 0);
 END;
-$$;
+$body$;
 
 -- Appends a batch to one stream in one call.
 --
@@ -109,7 +111,7 @@ $$;
 --   'c'  conflict: `version` is the stream's actual version; nothing was written;
 --   'd'  some ids are already stored: the stored rows, for the caller to compare (an
 --        idempotent retry when all match); nothing was written.
-CREATE FUNCTION es_append(
+CREATE FUNCTION %1$I.es_append(
     p_type            text,
     p_id              text,
     p_expected        bigint,
@@ -133,8 +135,7 @@ CREATE FUNCTION es_append(
     stored_metadata jsonb
 )
 LANGUAGE plpgsql
-SET search_path FROM CURRENT
-AS $$
+AS $body$
 DECLARE
     v_actual bigint;
     v_floor  bigint;
@@ -143,17 +144,17 @@ BEGIN
     -- The version is read before the ids: each statement sees a newer snapshot, so an
     -- identical append that commits in between shows up as stored ids, not as a conflict.
     SELECT e.version INTO v_actual
-    FROM events e
+    FROM %1$I.events e
     WHERE e.aggregate_type = p_type AND e.aggregate_id = p_id
     ORDER BY e.version DESC
     LIMIT 1;
     v_actual := coalesce(v_actual, 0);
 
-    IF cardinality(p_ids) > 0 AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY (p_ids)) THEN
+    IF cardinality(p_ids) > 0 AND EXISTS (SELECT 1 FROM %1$I.events e WHERE e.event_id = ANY (p_ids)) THEN
         RETURN QUERY
             SELECT 'd'::"char", e.position, e.version, e.recorded_at, e.event_id, e.aggregate_type,
                    e.aggregate_id, e.event_name, e.schema_version, e.payload, e.metadata
-            FROM events e WHERE e.event_id = ANY (p_ids) ORDER BY e.position;
+            FROM %1$I.events e WHERE e.event_id = ANY (p_ids) ORDER BY e.position;
         RETURN;
     END IF;
 
@@ -168,13 +169,13 @@ BEGIN
 
     -- Announce a lower bound of the positions this transaction is about to take (see
     -- es_frontier) before taking them: the sequence only moves forward.
-    SELECT s.last_value INTO v_floor FROM events_position_seq s;
+    SELECT s.last_value INTO v_floor FROM %1$I.events_position_seq s;
     PERFORM pg_advisory_xact_lock_shared((69 << 24) | (v_floor >> 32)::integer,
                                          (v_floor & 4294967295)::bit(32)::integer);
 
     v_now := clock_timestamp();
     RETURN QUERY
-        INSERT INTO events AS e (event_id, aggregate_type, aggregate_id, version, event_name,
+        INSERT INTO %1$I.events AS e (event_id, aggregate_type, aggregate_id, version, event_name,
                                  schema_version, payload, metadata, recorded_at)
         SELECT u.id, p_type, p_id, v_actual + u.ord, u.name, u.sv, u.payload, u.meta, v_now
         FROM unnest(p_ids, p_names, p_schema_versions, p_payloads, p_metadata)
@@ -184,7 +185,10 @@ BEGIN
                   NULL::text, NULL::text, NULL::integer, NULL::jsonb, NULL::jsonb;
 
     IF p_notify THEN
-        PERFORM pg_notify('es_events_' || current_schema(), '');
+        PERFORM pg_notify(%2$L, '');
     END IF;
 END;
-$$;
+$body$;
+$fn$, current_schema(), 'es_events_' || current_schema());
+END;
+$do$;

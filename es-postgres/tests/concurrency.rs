@@ -19,7 +19,7 @@ use uuid::Uuid;
 async fn many_writers_with_late_commits_and_a_live_follower() {
     const WRITERS: usize = 32;
     const APPENDS: usize = 15;
-    let store = common::fresh_store_with(StoreOptions::new(), 48).await;
+    let store = common::fresh_store_with(StoreOptions::new(), 36).await;
     let start = store.head_position().await.expect("head");
 
     let follower = {
@@ -177,7 +177,7 @@ async fn an_open_append_holds_the_follower_back_without_skipping() {
 async fn contested_stream_one_winner_per_version() {
     const TASKS: u64 = 24;
     const WINS: u64 = 6;
-    let store = common::fresh_store_with(StoreOptions::new(), 32).await;
+    let store = common::fresh_store_with(StoreOptions::new(), 10).await;
     let s = StreamId::new("Contested", "one");
     let mut handles = Vec::new();
     for task in 0..TASKS {

@@ -90,7 +90,7 @@ pub async fn fresh_database() -> String {
 
 /// A migrated store on its own fresh database.
 pub async fn fresh_store() -> PostgresStore {
-    fresh_store_with(StoreOptions::new(), 16).await
+    fresh_store_with(StoreOptions::new(), 8).await
 }
 
 /// A migrated store with `options` and a pool of `connections` on its own fresh database.
