@@ -5,7 +5,7 @@
 //! cargo run --release -p es-postgres --example bench [-- SECONDS_PER_CASE]
 //! ```
 //!
-//! Uses `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) to create a
+//! `BENCH_POOL` sets the pool size (default 10). Uses `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) to create a
 //! fresh database `es_pg_bench`, with the store in schema `store` and the hand-written
 //! baseline's identical `events` table in schema `raw`.
 
@@ -211,7 +211,12 @@ async fn main() -> BoxResult<()> {
     let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
     let bench_url = format!("{base}/es_pg_bench");
     let pool = PgPoolOptions::new()
-        .max_connections(20)
+        .max_connections(
+            std::env::var("BENCH_POOL")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(10),
+        )
         .connect(&bench_url)
         .await?;
     sqlx::raw_sql(RAW_TABLE).execute(&pool).await?;
@@ -424,11 +429,7 @@ async fn main() -> BoxResult<()> {
     println!("| case | es-postgres | hand-written sqlx | ratio (ours vs hand-written) |");
     println!("|---|---:|---:|---:|");
     for r in &rows {
-        let ratio = if r.higher_is_better {
-            r.ours / r.raw
-        } else {
-            r.ours / r.raw
-        };
+        let ratio = r.ours / r.raw;
         let fmt = |v: f64| {
             if r.unit == "ms" {
                 format!("{v:.2} ms")
