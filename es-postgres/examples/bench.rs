@@ -210,7 +210,18 @@ async fn main() -> BoxResult<()> {
         .await?;
     let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
     let bench_url = format!("{base}/es_pg_bench");
+    let custom = std::env::var("BENCH_CUSTOM_PLANS").is_ok();
     let pool = PgPoolOptions::new()
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if custom {
+                    sqlx::query("SET plan_cache_mode = force_custom_plan")
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
         .max_connections(
             std::env::var("BENCH_POOL")
                 .ok()
