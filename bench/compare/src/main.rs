@@ -294,11 +294,19 @@ async fn setup(admin_url: &str) -> Res<Env> {
     admin.close().await;
     let url = bench_url(admin_url);
 
-    let ours = PostgresStore::connect_with(&url, StoreOptions::new().schema("ours")).await?;
-    let ours_quiet =
-        PostgresStore::connect_with(&url, StoreOptions::new().schema("ours").notify(false)).await?;
+    let ours =
+        PostgresStore::connect_with(&url, StoreOptions::new().schema("ours").max_connections(9))
+            .await?;
+    let ours_quiet = PostgresStore::connect_with(
+        &url,
+        StoreOptions::new()
+            .schema("ours")
+            .notify(false)
+            .max_connections(9),
+    )
+    .await?;
     let hand = PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(9)
         .connect(&url)
         .await?;
     for ddl in [
@@ -350,7 +358,7 @@ async fn setup(admin_url: &str) -> Res<Env> {
         .await?;
     }
     let peer = sqlx08::postgres::PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(9)
         .connect(&url)
         .await?;
     Ok(Env {
@@ -994,7 +1002,11 @@ fn checksum(map: &HashMap<String, (i64, u64)>) -> (usize, i64, u64) {
 }
 
 async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
-    let store = PostgresStore::connect_with(&env.url, StoreOptions::new().schema("proj")).await?;
+    let store = PostgresStore::connect_with(
+        &env.url,
+        StoreOptions::new().schema("proj").max_connections(4),
+    )
+    .await?;
     let started = Instant::now();
     // 1M events over 10,000 accounts, 100 versions each; version 1 opens the account.
     sqlx::query(AssertSqlSafe(format!(
@@ -1200,7 +1212,9 @@ async fn main() -> Res<()> {
     eprintln!("loads");
     bench_loads(&env, &mut report).await?;
     eprintln!("projection");
-    bench_projection(&env, &mut report).await?;
+    bench_projection(&env, &mut report)
+        .await
+        .map_err(|e| format!("projection: {e}"))?;
 
     println!("## PostgreSQL settings\n");
     for (k, v) in settings(&env.url).await? {
