@@ -114,9 +114,9 @@ impl Report {
 
     fn print(&self) {
         println!(
-            "| operation | implementation | throughput | time per op | ours / hand-written | ours / postgres-es |"
+            "| operation | implementation | throughput (median) | time per op | rounds (min-max) | ours / hand-written | ours / postgres-es |"
         );
-        println!("|---|---|---:|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|---:|");
         let mut ops: Vec<&'static str> = Vec::new();
         for m in &self.rows {
             if !ops.contains(&m.op) {
@@ -161,8 +161,16 @@ impl Report {
     }
 }
 
-fn short(system: &str) -> &str {
-    system.split(':').next().unwrap_or(system)
+fn short(system: &str) -> String {
+    match system.split_once(": ") {
+        Some((who, what)) if who == "hand-written" => what
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" "),
+        Some((who, _)) => who.to_owned(),
+        None => system.to_owned(),
+    }
 }
 
 fn fmt_rate(rate: f64) -> String {
