@@ -1,11 +1,13 @@
 //! [`Ledger`]: the application service the CLI, the HTTP API, the demo and the tests share.
 //!
 //! Commands go through es-core [`Repository`]s (load, decide, append, retry on conflict);
-//! transfers are driven by the [`TransferProcess`]; queries read the [`LedgerView`] read
-//! models after catching them up, so a caller always reads its own writes.
+//! transfers are driven by the [`TransferProcess`]; queries read the read models (in memory
+//! or in PostgreSQL tables, see [`ReadSide`]) after catching them up, so a caller always reads
+//! its own writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -13,6 +15,7 @@ use es_core::{
     AsOf, EventStore, EventStoreExt, ExecuteError, IntoEvents, Metadata, Progress,
     ProjectionRunner, RecordedEvent, Repository,
 };
+use es_postgres::PostgresStore;
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::Mutex;
@@ -26,6 +29,8 @@ use crate::process::TransferProcess;
 use crate::read_model::{
     AccountRow, CurrencyTotals, LedgerView, ReadModels, StatementLine, TransferRow,
 };
+use crate::read_side::ReadSide;
+use crate::tables::TableReadModels;
 
 /// How long a caller waits for its own write to show in the global log.
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
@@ -140,7 +145,13 @@ pub struct Ledger<S> {
     accounts: Repository<Account, S>,
     transfers: Repository<Transfer, S>,
     process: Arc<Mutex<ProjectionRunner<S, TransferProcess<S>>>>,
-    view: Arc<Mutex<ProjectionRunner<S, LedgerView>>>,
+    read_side: Arc<ReadSide<S>>,
+    /// The highest global position this ledger (or a clone) wrote or waited for: queries
+    /// read at least that far, so a caller reads its own writes.
+    written: Arc<AtomicU64>,
+    /// On PostgreSQL, the store whose advisory lock serialises process-manager runs across
+    /// processes (see [`crate::storage::lock_process_manager`]).
+    process_lock: Option<PostgresStore>,
 }
 
 impl<S: EventStore> Clone for Ledger<S> {
@@ -150,32 +161,49 @@ impl<S: EventStore> Clone for Ledger<S> {
             accounts: self.accounts.clone(),
             transfers: self.transfers.clone(),
             process: self.process.clone(),
-            view: self.view.clone(),
+            read_side: self.read_side.clone(),
+            written: self.written.clone(),
+            process_lock: self.process_lock.clone(),
         }
     }
 }
 
 impl<S: EventStore> Ledger<S> {
-    /// Opens the ledger on `store`: rebuilds the in-memory read models from the log and
-    /// finishes any transfer a previous run left half-way.
+    /// Opens the ledger on `store` with its read models in memory: rebuilds them from the
+    /// log and finishes any transfer a previous run left half-way.
     ///
     /// `view_name` names the read models' checkpoint; give each process its own when the
     /// store is shared, since the in-memory read models live and die with the process.
     pub async fn open(store: S, view_name: &str) -> Result<Self, AppError> {
+        let read_side = ReadSide::memory(store.clone(), view_name).await?;
+        Self::with_read_side(store, read_side).await
+    }
+
+    /// Opens the ledger on `store` with the given read models, and finishes any transfer a
+    /// previous run left half-way.
+    pub async fn with_read_side(store: S, read_side: ReadSide<S>) -> Result<Self, AppError> {
+        Self::assemble(store, read_side, None).await
+    }
+
+    async fn assemble(
+        store: S,
+        read_side: ReadSide<S>,
+        process_lock: Option<PostgresStore>,
+    ) -> Result<Self, AppError> {
         let accounts = Repository::<Account, S>::new(store.clone()).with_state_cache(10_000);
         let transfers = Repository::<Transfer, S>::new(store.clone()).with_state_cache(10_000);
         let process = ProjectionRunner::new(
             store.clone(),
             TransferProcess::new(accounts.clone(), transfers.clone()),
         );
-        let mut view = ProjectionRunner::new(store.clone(), LedgerView::new(view_name));
-        view.rebuild(|_| {}).await?;
         let ledger = Self {
             store,
             accounts,
             transfers,
             process: Arc::new(Mutex::new(process)),
-            view: Arc::new(Mutex::new(view)),
+            read_side: Arc::new(read_side),
+            written: Arc::new(AtomicU64::new(0)),
+            process_lock,
         };
         ledger.run_processes().await?;
         Ok(ledger)
@@ -288,7 +316,8 @@ impl<S: EventStore> Ledger<S> {
                 // account event before it) before the caller reads balances.
                 let last = self.transfers.history(&transfer_id.to_string()).await?;
                 let position = last.last().map_or(0, |e| e.position);
-                self.read_after(position, |_| ()).await?;
+                self.wrote(position);
+                self.read_side.catch_up_to(position, WAIT_LIMIT).await?;
                 return Ok(outcome);
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -314,7 +343,7 @@ impl<S: EventStore> Ledger<S> {
             })
             .await
             .map_err(|e| execute_error(e, "transfer", &id))?;
-        Ok(receipt(id, committed))
+        Ok(self.receipt(id, committed))
     }
 
     /// The current state of a transfer, from its aggregate.
@@ -339,91 +368,84 @@ impl<S: EventStore> Ledger<S> {
     }
 
     /// Runs the transfer process manager until it has reacted to every event; returns how
-    /// many events it read. Runs are serialised, so concurrent callers never race a step.
+    /// many events it read. Runs are serialised (within the process by a mutex, and on
+    /// PostgreSQL across processes by an advisory lock), so no two ever race a step.
     pub async fn run_processes(&self) -> Result<u64, AppError> {
         let mut runner = self.process.lock().await;
+        let lock = match &self.process_lock {
+            Some(store) => Some(crate::storage::lock_process_manager(store).await?),
+            None => None,
+        };
         let mut total = 0;
         loop {
             let progress = runner.catch_up().await?;
             if progress.done == 0 {
-                return Ok(total);
+                break;
             }
             total += progress.done;
         }
-    }
-
-    /// Catches the read models up and runs `read` on them.
-    pub async fn read<T>(&self, read: impl FnOnce(&ReadModels) -> T) -> Result<T, AppError> {
-        self.read_after(0, read).await
-    }
-
-    /// Catches the read models up at least to global `position` (a write's, so a caller
-    /// reads its own writes even when the log shows a commit a moment late), then runs `read`.
-    pub async fn read_after<T>(
-        &self,
-        position: u64,
-        read: impl FnOnce(&ReadModels) -> T,
-    ) -> Result<T, AppError> {
-        let mut view = self.view.lock().await;
-        let deadline = Instant::now() + WAIT_LIMIT;
-        loop {
-            view.catch_up().await?;
-            if view.projection().models().position >= position || Instant::now() >= deadline {
-                return Ok(read(view.projection().models()));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        if let Some(lock) = lock {
+            lock.rollback().await.map_err(es_core::Error::backend)?;
         }
+        Ok(total)
     }
 
-    /// One account's row once the read models include global `position`.
+    /// Where the read models live.
+    pub fn read_side(&self) -> &ReadSide<S> {
+        &self.read_side
+    }
+
+    /// Every read model, caught up with the log, as one consistent value (from memory, or
+    /// read from the PostgreSQL tables in one snapshot).
+    pub async fn read_models(&self) -> Result<ReadModels, AppError> {
+        Ok(self.read_side.snapshot(self.floor(), WAIT_LIMIT).await?)
+    }
+
+    /// One account's row once the read models include global `position` (a write's, so a
+    /// caller reads its own writes even when the log shows a commit a moment late).
     pub async fn account_after(
         &self,
         account_id: &str,
         position: u64,
     ) -> Result<AccountRow, AppError> {
-        self.read_after(position, |m| m.accounts.get(account_id).cloned())
+        self.read_side
+            .account(account_id, position.max(self.floor()), WAIT_LIMIT)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("account {account_id}")))
     }
 
     /// One account's current balance and status.
     pub async fn account(&self, account_id: &str) -> Result<AccountRow, AppError> {
-        self.read(|m| m.accounts.get(account_id).cloned())
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("account {account_id}")))
+        self.account_after(account_id, 0).await
     }
 
     /// Every account's balance.
     pub async fn balances(&self) -> Result<Vec<AccountRow>, AppError> {
-        self.read(|m| m.accounts.values().cloned().collect()).await
+        Ok(self.read_side.accounts(self.floor(), WAIT_LIMIT).await?)
     }
 
     /// An account's statement: every movement with the running balance.
     pub async fn statement(&self, account_id: &str) -> Result<Vec<StatementLine>, AppError> {
-        self.read(|m| {
-            m.accounts
-                .contains_key(account_id)
-                .then(|| m.statements.get(account_id).cloned().unwrap_or_default())
-        })
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("account {account_id}")))
+        self.read_side
+            .statement(account_id, self.floor(), WAIT_LIMIT)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("account {account_id}")))
     }
 
     /// Ledger-wide totals per currency.
     pub async fn totals(&self) -> Result<BTreeMap<Currency, CurrencyTotals>, AppError> {
-        self.read(|m| m.totals.clone()).await
+        Ok(self.read_side.totals(self.floor(), WAIT_LIMIT).await?)
     }
 
     /// Every transfer, as the read side sees it.
     pub async fn transfers(&self) -> Result<Vec<TransferRow>, AppError> {
-        self.read(|m| m.transfers.values().cloned().collect()).await
+        Ok(self.read_side.transfers(self.floor(), WAIT_LIMIT).await?)
     }
 
     /// Checks the read models' invariants (money conserved, statements match balances).
     pub async fn check(&self) -> Result<(), AppError> {
-        let mut view = self.view.lock().await;
-        view.catch_up().await?;
-        view.projection()
+        self.read_models()
+            .await?
             .check()
             .map_err(|problems| AppError::Inconsistent(problems.join("; ")))
     }
@@ -451,17 +473,15 @@ impl<S: EventStore> Ledger<S> {
     /// Every event of one flow (a request and everything it caused), across streams, in
     /// global order. Scans the log.
     pub async fn trace(&self, correlation_id: Uuid) -> Result<Vec<AuditEntry>, AppError> {
-        let currencies: BTreeMap<String, Currency> = self
-            .read(|m| {
-                m.accounts
-                    .iter()
-                    .map(|(id, row)| (id.clone(), row.currency.clone()))
-                    .collect()
-            })
-            .await?;
         // Scan at least as far as the read models have seen (a store may show the log's
-        // tail a moment late; see `read_after`).
-        let seen = self.read(|m| m.position).await?;
+        // tail a moment late; see `account_after`).
+        let seen = self.read_side.catch_up_to(self.floor(), WAIT_LIMIT).await?;
+        let currencies: BTreeMap<String, Currency> = self
+            .balances()
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.currency))
+            .collect();
         let deadline = Instant::now() + WAIT_LIMIT;
         let mut events = self.store.stream_all(0, 1_000);
         let mut entries = Vec::new();
@@ -524,26 +544,51 @@ impl<S: EventStore> Ledger<S> {
         &self,
         on_progress: impl FnMut(Progress) + Send,
     ) -> Result<Progress, AppError> {
-        let mut view = self.view.lock().await;
-        let progress = view.rebuild(on_progress).await?;
-        view.projection()
-            .check()
-            .map_err(|problems| AppError::Inconsistent(problems.join("; ")))?;
+        let progress = self.read_side.rebuild(WAIT_LIMIT, on_progress).await?;
+        self.check().await?;
         Ok(progress)
     }
 
-    /// Replays the whole log into a fresh, private copy of the read models (no checkpoint
-    /// is touched) and returns it, to compare with the live ones.
+    /// Replays the whole log into a fresh, private, in-memory copy of the read models (no
+    /// checkpoint is touched) and returns it, to compare with the live ones (in memory or in
+    /// the PostgreSQL tables).
     pub async fn fresh_read_models(&self) -> Result<ReadModels, AppError> {
+        // At least as far as the live read models (the log's reported head can lag, see
+        // `crate::tables`): scan again from where it stopped until then.
+        let target = self.read_side.catch_up_to(self.floor(), WAIT_LIMIT).await?;
         let mut view = LedgerView::new("ledger-view-verify");
-        let mut events = self.store.stream_all(0, 1_000);
-        while let Some(event) = events.next().await {
-            let event = event?;
-            es_core::Projection::handle(&mut view, &event)
-                .await
-                .map_err(|e| AppError::Inconsistent(e.to_string()))?;
+        let deadline = Instant::now() + WAIT_LIMIT;
+        let mut scanned = 0;
+        loop {
+            let mut events = self.store.stream_all(scanned, 1_000);
+            while let Some(event) = events.next().await {
+                let event = event?;
+                scanned = event.position;
+                es_core::Projection::handle(&mut view, &event)
+                    .await
+                    .map_err(|e| AppError::Inconsistent(e.to_string()))?;
+            }
+            if scanned >= target || Instant::now() >= deadline {
+                return Ok(view.models().clone());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Ok(view.models().clone())
+    }
+
+    /// Notes that global `position` was written: later queries read at least that far.
+    fn wrote(&self, position: u64) {
+        self.written.fetch_max(position, Ordering::Relaxed);
+    }
+
+    /// The position every query reads at least as far as.
+    fn floor(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    fn receipt(&self, id: String, committed: es_core::Committed) -> Receipt {
+        let receipt = receipt(id, committed);
+        self.wrote(receipt.position);
+        receipt
     }
 
     async fn on_account<R>(
@@ -561,7 +606,7 @@ impl<S: EventStore> Ledger<S> {
             .execute(account_id, meta, decide)
             .await
             .map_err(|e| execute_error(e, "account", account_id))?;
-        Ok(receipt(account_id.to_owned(), committed))
+        Ok(self.receipt(account_id.to_owned(), committed))
     }
 }
 
@@ -660,5 +705,16 @@ impl TransferEvent {
             TransferEvent::TransferCreditFailed(e) => format!("credit failed: {}", e.reason),
             TransferEvent::TransferCompensated(_) => "source refunded: compensated".to_owned(),
         }
+    }
+}
+
+impl Ledger<PostgresStore> {
+    /// Opens the ledger on PostgreSQL with its read models in tables of the store's schema
+    /// (created if missing, then caught up with the log; see [`crate::tables`]), and finishes
+    /// any transfer a previous run left half-way. Every process serving the schema shares the
+    /// tables and their checkpoint.
+    pub async fn open_with_tables(store: PostgresStore) -> Result<Self, AppError> {
+        let tables = TableReadModels::open(store.clone()).await?;
+        Self::assemble(store.clone(), ReadSide::Tables(tables), Some(store)).await
     }
 }

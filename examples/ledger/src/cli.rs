@@ -30,6 +30,11 @@ pub struct Cli {
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 
+    /// PostgreSQL schema holding the event store and the read model tables (default
+    /// `public`; `demo` uses a fresh one unless this is given).
+    #[arg(long, env = "LEDGER_SCHEMA", global = true)]
+    pub schema: Option<String>,
+
     /// Who is acting: recorded as the user id of every event.
     #[arg(long, env = "LEDGER_USER", default_value = "cli", global = true)]
     pub user: String,
@@ -166,7 +171,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let ledger = Ledger::open(MemoryStore::new(), "ledger-view").await?;
             execute(&ledger, cli, &mut out, "").await
         }
-        Some(url) => crate::storage::run_on_database(&url, cli, &mut out).await,
+        Some(url) => {
+            let schema = cli.schema.clone();
+            crate::storage::run_on_database(&url, schema.as_deref(), cli, &mut out).await
+        }
     }
 }
 

@@ -234,9 +234,9 @@ pub async fn run<S: EventStore>(
     write_totals(out, &ledger.totals().await?)?;
 
     heading(out, "12. Rebuild the read models from position 0")?;
-    let live = ledger.read(|m| m.clone()).await?;
+    let live = ledger.read_models().await?;
     let progress = rebuild_with_progress(ledger).await?;
-    let rebuilt = ledger.read(|m| m.clone()).await?;
+    let rebuilt = ledger.read_models().await?;
     writeln!(
         out,
         "  replayed {} events in {:.1?}; rebuilt read models {} the live ones; invariants hold",

@@ -14,7 +14,9 @@
 //!   version-1 payloads (no `reference`) still decode through `MoneyDepositedV1` and `From`.
 //! - [`process`]: the transfer process manager.
 //! - [`read_model`]: balances, statements with running balances, totals per currency,
-//!   transfers.
+//!   transfers, as an in-memory es-core projection; [`tables`]: the same read models in
+//!   PostgreSQL tables, kept by an es-postgres transactional projection; [`read_side`]: which
+//!   of the two a ledger queries.
 //! - [`app`]: [`Ledger`](app::Ledger), the application service everything else calls.
 //! - [`cli`], [`demo`], [`http`]: the interfaces; [`storage`]: the PostgreSQL wiring.
 //!
@@ -62,6 +64,8 @@ pub mod domain;
 pub mod http;
 pub mod process;
 pub mod read_model;
+pub mod read_side;
 pub mod storage;
+pub mod tables;
 
 pub use app::{AppError, Ledger};

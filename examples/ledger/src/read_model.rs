@@ -118,6 +118,51 @@ pub struct ReadModels {
     pub position: u64,
 }
 
+impl ReadModels {
+    /// Checks the read models' invariants: per currency, balances plus in-flight equal the
+    /// net inflow and the balances equal the sum of the rows; each statement's last running
+    /// balance and the sum of its amounts equal the account's balance. Returns every
+    /// violation found.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let mut sums: BTreeMap<&Currency, i64> = BTreeMap::new();
+        for row in self.accounts.values() {
+            let sum = sums.entry(&row.currency).or_default();
+            *sum = sum.saturating_add(row.balance);
+            let lines = self.statements.get(&row.id).map(Vec::as_slice);
+            let lines = lines.unwrap_or_default();
+            let last = lines.last().map_or(0, |l| l.balance);
+            let total: i64 = lines.iter().map(|l| l.amount).sum();
+            if last != row.balance || total != row.balance {
+                problems.push(format!(
+                    "{}: balance {} but statement ends at {last} and sums to {total}",
+                    row.id, row.balance
+                ));
+            }
+        }
+        for (currency, totals) in &self.totals {
+            let sum = sums.get(currency).copied().unwrap_or(0);
+            if sum != totals.balances {
+                problems.push(format!(
+                    "{currency}: balances total {} but the accounts sum to {sum}",
+                    totals.balances
+                ));
+            }
+            if !totals.balanced() {
+                problems.push(format!(
+                    "{currency}: balances {} + in flight {} != net inflow {}",
+                    totals.balances, totals.in_flight, totals.net_inflow
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
 /// The projection that maintains [`ReadModels`].
 #[derive(Debug, Clone)]
 pub struct LedgerView {
@@ -139,47 +184,9 @@ impl LedgerView {
         &self.models
     }
 
-    /// Checks the read models' invariants: per currency, balances plus in-flight equal the
-    /// net inflow and the balances equal the sum of the rows; each statement's last running
-    /// balance and the sum of its amounts equal the account's balance. Returns every
-    /// violation found.
+    /// Checks the read models' invariants; see [`ReadModels::check`].
     pub fn check(&self) -> Result<(), Vec<String>> {
-        let mut problems = Vec::new();
-        let mut sums: BTreeMap<&Currency, i64> = BTreeMap::new();
-        for row in self.models.accounts.values() {
-            let sum = sums.entry(&row.currency).or_default();
-            *sum = sum.saturating_add(row.balance);
-            let lines = self.models.statements.get(&row.id).map(Vec::as_slice);
-            let lines = lines.unwrap_or_default();
-            let last = lines.last().map_or(0, |l| l.balance);
-            let total: i64 = lines.iter().map(|l| l.amount).sum();
-            if last != row.balance || total != row.balance {
-                problems.push(format!(
-                    "{}: balance {} but statement ends at {last} and sums to {total}",
-                    row.id, row.balance
-                ));
-            }
-        }
-        for (currency, totals) in &self.models.totals {
-            let sum = sums.get(currency).copied().unwrap_or(0);
-            if sum != totals.balances {
-                problems.push(format!(
-                    "{currency}: balances total {} but the accounts sum to {sum}",
-                    totals.balances
-                ));
-            }
-            if !totals.balanced() {
-                problems.push(format!(
-                    "{currency}: balances {} + in flight {} != net inflow {}",
-                    totals.balances, totals.in_flight, totals.net_inflow
-                ));
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        self.models.check()
     }
 
     fn apply_account(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {

@@ -1,39 +1,30 @@
-//! End-to-end tests of the HTTP API on PostgreSQL, each in a fresh schema. They fail (never
-//! skip) when the server at `DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`) is unreachable.
+//! End-to-end tests of the HTTP API on PostgreSQL, each in a fresh schema, with the read
+//! models in PostgreSQL tables. They fail (never skip) when the server at `DATABASE_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`) is unreachable.
 
 mod common;
 
-use common::{full_scenario, start};
-use es_postgres::PostgresStore;
+use common::{drop_schema, fresh_schema, full_scenario, open_postgres, serve};
 use reqwest::StatusCode;
 use serde_json::json;
 
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-async fn fresh_store() -> PostgresStore {
-    let schema = format!("ledger_test_{}", uuid::Uuid::now_v7().simple());
-    match ledger::storage::connect(&database_url(), &schema).await {
-        Ok(store) => store,
-        Err(error) => panic!("PostgreSQL must be reachable for these tests: {error}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_api_end_to_end_on_postgres() {
-    let (api, ledger) = start(fresh_store().await).await;
+    let (api, ledger) = serve(open_postgres(&fresh_schema()).await).await;
+    assert!(matches!(
+        ledger.read_side(),
+        ledger::read_side::ReadSide::Tables(_)
+    ));
     full_scenario(&api, "").await;
     ledger.check().await.expect("read models consistent");
-    let live = ledger.read(|m| m.clone()).await.unwrap();
+    let live = ledger.read_models().await.unwrap();
     assert_eq!(live, ledger.fresh_read_models().await.unwrap());
+    drop_schema(ledger.store()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_concurrent_transfers_on_postgres() {
-    let (api, ledger) = start(fresh_store().await).await;
+    let (api, ledger) = serve(open_postgres(&fresh_schema()).await).await;
     api.open("ada", "EUR", 0).await;
     api.open("bob", "EUR", 0).await;
     api.deposit("ada", 1_000, "EUR").await;
@@ -63,4 +54,42 @@ async fn idempotent_concurrent_transfers_on_postgres() {
         (100, 900)
     );
     ledger.check().await.unwrap();
+    drop_schema(ledger.store()).await;
+}
+
+/// Two servers on one schema (two processes in production) share the tables: a write made
+/// through one is read through the other, and the tables' single, stable checkpoint moves
+/// each event into them exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_the_read_model_tables() {
+    let schema = fresh_schema();
+    let (one, first) = serve(open_postgres(&schema).await).await;
+    let (two, second) = serve(open_postgres(&schema).await).await;
+    one.open("ada", "EUR", 0).await;
+    two.open("bob", "EUR", 0).await;
+    one.deposit("ada", 500, "EUR").await;
+    let (status, body) = two
+        .post(
+            "/transfers",
+            json!({ "from": "ada", "to": "bob", "amount": 200, "currency": "EUR" }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        (StatusCode::CREATED, json!("completed")),
+        "{body}"
+    );
+    assert_eq!(
+        (one.balance("ada").await, one.balance("bob").await),
+        (300, 200)
+    );
+    let (_, lines) = one.get("/accounts/bob/statement").await;
+    assert_eq!(lines.as_array().map(Vec::len), Some(1), "{lines}");
+    // Settle whatever step is left, so that the log stops moving before comparing.
+    first.run_processes().await.unwrap();
+    second.run_processes().await.unwrap();
+    let fresh = first.fresh_read_models().await.unwrap();
+    assert_eq!(first.read_models().await.unwrap(), fresh);
+    assert_eq!(second.read_models().await.unwrap(), fresh);
+    drop_schema(first.store()).await;
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use es_core::EventStore;
+use es_postgres::PostgresStore;
 use ledger::Ledger;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -17,11 +18,16 @@ pub struct Api {
     pub user: String,
 }
 
-/// Starts the API on 127.0.0.1, port 0, over `store`.
+/// Starts the API on 127.0.0.1, port 0, over `store`, with the read models in memory.
 pub async fn start<S: EventStore>(store: S) -> (Api, Ledger<S>) {
     let ledger = Ledger::open(store, &format!("view-{}", uuid::Uuid::now_v7()))
         .await
         .expect("ledger opens");
+    serve(ledger).await
+}
+
+/// Starts the API on 127.0.0.1, port 0, over an opened ledger.
+pub async fn serve<S: EventStore>(ledger: Ledger<S>) -> (Api, Ledger<S>) {
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let bound = ledger::http::spawn(ledger.clone(), addr)
         .await
@@ -306,4 +312,37 @@ pub async fn full_scenario(api: &Api, tag: &str) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["account"]["status"], "closed");
+}
+
+/// `DATABASE_URL`, or the local server's default.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh schema name, so tests never see each other's events or tables.
+pub fn fresh_schema() -> String {
+    format!("ledger_test_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The ledger on PostgreSQL in `schema`, read models in tables. Panics (the test fails,
+/// never skips) when the server is unreachable.
+pub async fn open_postgres(schema: &str) -> Ledger<PostgresStore> {
+    match ledger::storage::open(&database_url(), schema).await {
+        Ok(ledger) => ledger,
+        Err(error) => panic!(
+            "PostgreSQL at {} must be reachable for these tests: {error}",
+            database_url()
+        ),
+    }
+}
+
+/// Drops a test's schema (called at the end of a passing test; a failing one leaves it for
+/// inspection).
+pub async fn drop_schema(store: &PostgresStore) {
+    let sql = format!("DROP SCHEMA \"{}\" CASCADE", store.schema());
+    es_postgres::sqlx::query(es_postgres::sqlx::AssertSqlSafe(sql))
+        .execute(store.pool())
+        .await
+        .expect("test schema dropped");
 }
