@@ -4,7 +4,9 @@
 //! that says who did what, when and why, balances as of any version or moment, read models
 //! that can be rebuilt from the log, a CLI and an HTTP JSON API. It runs on the in-memory
 //! store by default (`cargo run -p ledger -- demo`) and on PostgreSQL when a database URL is
-//! given; all of it is generic over [`es_core::EventStore`].
+//! given; all of it is generic over [`es_core::EventStore`]. Only the read models differ: in
+//! memory by default, in PostgreSQL tables kept by an es-postgres transactional projection on
+//! a database ([`read_side::ReadSide`] hides which from the queries).
 //!
 //! ## Layout
 //! - [`domain`]: [`Money`](domain::Money) in integer minor units, the
@@ -17,7 +19,7 @@
 //!   transfers, as an in-memory es-core projection; [`tables`]: the same read models in
 //!   PostgreSQL tables, kept by an es-postgres transactional projection; [`read_side`]: which
 //!   of the two a ledger queries.
-//! - [`app`]: [`Ledger`](app::Ledger), the application service everything else calls.
+//! - [`app`]: [`Ledger`], the application service everything else calls.
 //! - [`cli`], [`demo`], [`http`]: the interfaces; [`storage`]: the PostgreSQL wiring.
 //!
 //! ## Transfers: why a Transfer aggregate plus a process manager
@@ -36,6 +38,12 @@
 //!   log as an es-core `Projection` with its own checkpoint, reacts to the latest event of
 //!   each transfer by issuing the next command (debit, credit, settle, refund) with
 //!   `Metadata::caused_by(event)`, and records the outcome on the transfer.
+//!
+//! Runs of the process manager are serialised: by a mutex within a process and, on
+//! PostgreSQL, by an advisory lock across processes (`serve` and a CLI command sharing a
+//! schema). Without it, one manager could reject a transfer whose debit was refused while
+//! another's debit of the same transfer succeeds a moment later, stranding money in flight;
+//! the conservation test with two ledgers on one schema caught exactly that.
 //!
 //! Alternatives we rejected: a *choreography* where accounts react to each other's events
 //! has no single place that knows a transfer's state, which makes "is this transfer done?"

@@ -1,6 +1,6 @@
 //! The transfer process manager: reacts to `Transfer` events and issues the next command.
 //!
-//! It is a [`Projection`] over the global log, run by es-core's [`ProjectionRunner`]
+//! It is a [`Projection`] over the global log, run by es-core's [`ProjectionRunner`](es_core::ProjectionRunner)
 //! (`es_core::ProjectionRunner`), so it resumes from a checkpoint after a restart and sees
 //! every transfer event in order. Delivery is at least once, so every step is idempotent:
 //!

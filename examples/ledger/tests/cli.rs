@@ -91,3 +91,61 @@ fn single_commands_in_memory_explain_the_account_is_missing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("account alice not found"), "{stderr}");
 }
+
+/// `ledger --database-url … demo` runs on PostgreSQL in a fresh schema of its own, named on
+/// the report's first line. Fails (never skips) when the server is unreachable.
+#[test]
+fn the_demo_binary_runs_on_postgres_in_a_fresh_schema() {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["--database-url", &url, "demo"])
+        .env_remove("DATABASE_URL")
+        .env_remove("LEDGER_SCHEMA")
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "PostgreSQL at {url} must be reachable; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let schema = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("ledger_demo_"))
+        .map(|w| w.trim_end_matches(['.', ')']).to_owned())
+        .expect("the report names its schema");
+    for expected in [
+        "compensated",
+        "-> conserved",
+        "rebuilt read models equal the live ones",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // The read models are in that schema's tables.
+    let balances = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args([
+            "--database-url",
+            &url,
+            "--schema",
+            &schema,
+            "--json",
+            "balances",
+        ])
+        .output()
+        .expect("the binary runs");
+    let rows: serde_json::Value =
+        serde_json::from_slice(&balances.stdout).expect("balances as JSON");
+    assert_eq!(rows.as_array().map(Vec::len), Some(5), "{rows}");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = ledger::storage::connect(&url, &schema).await.unwrap();
+        let sql = format!("DROP SCHEMA \"{schema}\" CASCADE");
+        es_postgres::sqlx::query(es_postgres::sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    });
+}
