@@ -1,7 +1,7 @@
 //! The transfer process manager: reacts to `Transfer` events and issues the next command.
 //!
-//! It is a [`Projection`] over the global log, run by es-core's [`ProjectionRunner`](es_core::ProjectionRunner)
-//! (`es_core::ProjectionRunner`), so it resumes from a checkpoint after a restart and sees
+//! It is a [`Projection`] over the global log, run by es-core's
+//! [`ProjectionRunner`](es_core::ProjectionRunner), so it resumes from a checkpoint after a restart and sees
 //! every transfer event in order. Delivery is at least once, so every step is idempotent:
 //!
 //! - it acts only on the *latest* event of a transfer (an older one was superseded and its
