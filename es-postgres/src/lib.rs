@@ -110,6 +110,7 @@
 //! once even across crashes and with several runners.
 #![doc(test(attr(deny(warnings))))]
 
+mod notifier;
 mod projection;
 mod schema;
 mod store;

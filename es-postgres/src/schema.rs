@@ -24,6 +24,8 @@ pub(crate) fn validate_schema(name: &str) -> Result<(), Error> {
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
     pub(crate) append: Arc<str>,
+    pub(crate) append_fast: Arc<str>,
+    pub(crate) notify: Arc<str>,
     pub(crate) read_stream: Arc<str>,
     pub(crate) stream_version: Arc<str>,
     pub(crate) read_all: Arc<str>,
@@ -49,6 +51,8 @@ impl Sql {
         Self {
             append: format!("SELECT * FROM {s}.es_append($1, $2, $3, $4, $5, $6, $7, $8, $9)")
                 .into(),
+            append_fast: append_fast(&s).into(),
+            notify: "SELECT pg_notify($1, '')".into(),
             read_stream: format!(
                 "SELECT {cols} FROM {s}.events e \
                  WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 \
@@ -120,6 +124,46 @@ impl Sql {
             channel: format!("es_events_{schema}"),
         }
     }
+}
+
+/// The plain-SQL append: one statement, no plpgsql, returning `(position, version,
+/// recorded_at)` per inserted event. `$3` is the expected-version code of `es_append`.
+///
+/// It checks only what the unique keys cannot: that version `$3` exists when `$3 > 0` (else
+/// the batch would leave a gap) and that the stream exists for `StreamExists` (`-3`). When a
+/// check fails it inserts nothing and returns no rows; a stream version or event id that is
+/// already taken fails the statement with a unique violation. Either way the caller asks
+/// `es_append` what happened (a conflict, or an idempotent retry).
+///
+/// The subquery `g` is evaluated once, before any row is produced and so before the identity
+/// default draws a position: it reads the sequence and announces that lower bound with the
+/// shared advisory lock of the global-order design (see `es_frontier`), exactly as
+/// `es_append` does. `OFFSET 0` keeps the planner from pulling it into the join.
+fn append_fast(s: &str) -> String {
+    format!(
+        "INSERT INTO {s}.events AS e (event_id, aggregate_type, aggregate_id, version, \
+           event_name, schema_version, payload, metadata, recorded_at) \
+         SELECT u.id, $1, $2, g.base + u.ord, u.name, u.sv, u.payload, u.meta, g.now \
+         FROM ( \
+           SELECT b.base, clock_timestamp() AS now, \
+                  pg_advisory_xact_lock_shared((69 << 24) | (q.last_value >> 32)::integer, \
+                    (q.last_value & 4294967295)::bit(32)::integer) AS announced \
+           FROM (SELECT CASE WHEN $3::bigint >= 0 THEN $3::bigint ELSE coalesce(( \
+                   SELECT x.version FROM {s}.events x \
+                   WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 \
+                   ORDER BY x.version DESC LIMIT 1), 0) END AS base) b \
+           CROSS JOIN {s}.events_position_seq q \
+           WHERE CASE WHEN $3::bigint > 0 THEN EXISTS ( \
+                        SELECT 1 FROM {s}.events x \
+                        WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3) \
+                      WHEN $3::bigint = -3 THEN b.base > 0 \
+                      ELSE true END \
+           OFFSET 0) g \
+         CROSS JOIN unnest($4::uuid[], $5::text[], $6::int[], $7::jsonb[], $8::jsonb[]) \
+              WITH ORDINALITY AS u (id, name, sv, payload, meta, ord) \
+         ORDER BY u.ord \
+         RETURNING e.position, e.version, e.recorded_at"
+    )
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Connection, Row};
 use uuid::Uuid;
 
+use crate::notifier::Notifier;
 use crate::projection::InlineProjection;
 use crate::schema::{Sql, validate_schema};
 
@@ -117,6 +118,8 @@ struct Inner {
     schema: String,
     sql: Sql,
     notify: bool,
+    /// Present when `notify` is on.
+    notifier: Option<Arc<Notifier>>,
     inline: Vec<Arc<dyn InlineProjection>>,
 }
 
@@ -270,6 +273,73 @@ fn replayed(
     }
 }
 
+/// A batch as the column arrays both append statements bind.
+struct Columns<'a> {
+    ids: Vec<Uuid>,
+    names: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<Json<&'a RawValue>>,
+    metadata: Vec<Json<&'a Metadata>>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(events: &'a [NewEvent]) -> Result<Self, Error> {
+        let n = events.len();
+        let mut columns = Columns {
+            ids: Vec::with_capacity(n),
+            names: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        };
+        for e in events {
+            columns.ids.push(e.event_id);
+            columns.names.push(e.event_name.as_str());
+            columns
+                .schema_versions
+                .push(i32::try_from(e.schema_version).map_err(|_| {
+                    Error::Invalid(format!("schema version {} exceeds i32", e.schema_version))
+                })?);
+            columns.payloads.push(Json(&*e.payload));
+            columns.metadata.push(Json(&e.metadata));
+        }
+        Ok(columns)
+    }
+}
+
+/// The appended events from rows of `(position, version, recorded_at)` starting at column
+/// `first`, one per event in batch order.
+fn recorded_from(
+    stream: &StreamId,
+    events: &[NewEvent],
+    rows: &[PgRow],
+    first: usize,
+) -> Result<Vec<RecordedEvent>, Error> {
+    if rows.len() != events.len() {
+        return Err(Error::Invalid(format!(
+            "the append returned {} rows for {} events",
+            rows.len(),
+            events.len()
+        )));
+    }
+    rows.iter()
+        .zip(events)
+        .map(|(row, event)| {
+            Ok(RecordedEvent {
+                event_id: event.event_id,
+                stream: stream.clone(),
+                position: to_u64(row.try_get(first).map_err(backend)?),
+                version: to_u64(row.try_get(first + 1).map_err(backend)?),
+                recorded_at: row.try_get(first + 2).map_err(backend)?,
+                event_name: event.event_name.clone(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+                metadata: event.metadata.clone(),
+            })
+        })
+        .collect()
+}
+
 impl PostgresStore {
     /// Connects a pool to `url` (schema `public`) and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, Error> {
@@ -304,10 +374,19 @@ impl PostgresStore {
     }
 
     fn build(pool: PgPool, options: StoreOptions) -> Self {
+        let sql = Sql::new(&options.schema);
+        let notifier = options.notify.then(|| {
+            Arc::new(Notifier::new(
+                pool.clone(),
+                sql.notify.clone(),
+                sql.channel.clone(),
+            ))
+        });
         Self {
             pool,
             inner: Arc::new(Inner {
-                sql: Sql::new(&options.schema),
+                notifier,
+                sql,
                 schema: options.schema,
                 notify: options.notify,
                 inline: Vec::new(),
@@ -389,7 +468,11 @@ impl PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, Error> {
         check_batch(&events)?;
-        match self.attempt(conn, stream, expected, &events).await? {
+        let columns = Columns::new(&events)?;
+        match self
+            .attempt(conn, stream, expected, &events, &columns, self.inner.notify)
+            .await?
+        {
             Attempt::Done(recorded) => Ok(recorded),
             Attempt::Conflict(actual) => Err(Error::Conflict {
                 stream: stream.clone(),
@@ -404,39 +487,26 @@ impl PostgresStore {
         }
     }
 
-    /// One call of the append function.
+    /// One call of the append function (`notify`: send `NOTIFY` inside the transaction).
     async fn attempt(
         &self,
         conn: &mut PgConnection,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[NewEvent],
+        columns: &Columns<'_>,
+        notify: bool,
     ) -> Result<Attempt, Error> {
-        let n = events.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut names = Vec::with_capacity(n);
-        let mut schema_versions = Vec::with_capacity(n);
-        let mut payloads = Vec::with_capacity(n);
-        let mut metadata = Vec::with_capacity(n);
-        for e in events {
-            ids.push(e.event_id);
-            names.push(e.event_name.as_str());
-            schema_versions.push(i32::try_from(e.schema_version).map_err(|_| {
-                Error::Invalid(format!("schema version {} exceeds i32", e.schema_version))
-            })?);
-            payloads.push(Json(&*e.payload));
-            metadata.push(Json(&e.metadata));
-        }
         let result = sqlx::query(AssertSqlSafe(self.inner.sql.append.clone()))
             .bind(&stream.aggregate_type)
             .bind(&stream.aggregate_id)
             .bind(expected_code(expected)?)
-            .bind(ids)
-            .bind(names)
-            .bind(schema_versions)
-            .bind(payloads)
-            .bind(metadata)
-            .bind(self.inner.notify)
+            .bind(&columns.ids[..])
+            .bind(&columns.names[..])
+            .bind(&columns.schema_versions[..])
+            .bind(&columns.payloads[..])
+            .bind(&columns.metadata[..])
+            .bind(notify)
             .fetch_all(&mut *conn)
             .await;
         let rows = match result {
@@ -464,38 +534,67 @@ impl PostgresStore {
                 }
                 replayed(stream, events, stored).map(Attempt::Done)
             }
-            _ => {
-                let mut recorded = Vec::with_capacity(n);
-                for (row, event) in rows.iter().zip(events) {
-                    recorded.push(RecordedEvent {
-                        event_id: event.event_id,
-                        stream: stream.clone(),
-                        version: to_u64(row.try_get(2).map_err(backend)?),
-                        position: to_u64(row.try_get(1).map_err(backend)?),
-                        event_name: event.event_name.clone(),
-                        schema_version: event.schema_version,
-                        payload: event.payload.clone(),
-                        metadata: event.metadata.clone(),
-                        recorded_at: row.try_get(3).map_err(backend)?,
-                    });
-                }
-                Ok(Attempt::Done(recorded))
-            }
+            _ => recorded_from(stream, events, &rows, 1).map(Attempt::Done),
         }
     }
 
-    /// Appends on a pooled connection, retrying the races the unique keys catch.
+    /// The plain-SQL append (see `schema::append_fast`): `None` when it wrote nothing because
+    /// a check or a unique key failed, for `es_append` to tell a conflict from a retry.
+    async fn attempt_fast(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        columns: &Columns<'_>,
+    ) -> Result<Option<Vec<RecordedEvent>>, Error> {
+        let result = sqlx::query(AssertSqlSafe(self.inner.sql.append_fast.clone()))
+            .bind(&stream.aggregate_type)
+            .bind(&stream.aggregate_id)
+            .bind(expected_code(expected)?)
+            .bind(&columns.ids[..])
+            .bind(&columns.names[..])
+            .bind(&columns.schema_versions[..])
+            .bind(&columns.payloads[..])
+            .bind(&columns.metadata[..])
+            .fetch_all(&mut *conn)
+            .await;
+        match result {
+            Ok(rows) if rows.is_empty() => Ok(None),
+            Ok(rows) => recorded_from(stream, events, &rows, 0).map(Some),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Appends on a pooled connection: the plain-SQL statement first, then `es_append` when
+    /// that wrote nothing, retrying the races the unique keys catch.
     async fn append_pooled(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<Vec<RecordedEvent>, Error> {
+        let columns = Columns::new(events)?;
         let mut conn = self.pool.acquire().await.map_err(backend)?;
+        if !events.is_empty()
+            && let Some(recorded) = self
+                .attempt_fast(&mut conn, stream, expected, events, &columns)
+                .await?
+        {
+            self.committed();
+            return Ok(recorded);
+        }
         let mut races = 0u32;
         loop {
-            match self.attempt(&mut conn, stream, expected, events).await? {
-                Attempt::Done(recorded) => return Ok(recorded),
+            match self
+                .attempt(&mut conn, stream, expected, events, &columns, false)
+                .await?
+            {
+                Attempt::Done(recorded) => {
+                    self.committed();
+                    return Ok(recorded);
+                }
                 Attempt::Conflict(actual) => {
                     return Err(Error::Conflict {
                         stream: stream.clone(),
@@ -516,6 +615,13 @@ impl PostgresStore {
                     });
                 }
             }
+        }
+    }
+
+    /// Wakes subscriptions after an append outside any caller transaction committed.
+    fn committed(&self) {
+        if let Some(notifier) = &self.inner.notifier {
+            notifier.poke();
         }
     }
 

@@ -244,7 +244,7 @@ async fn terminated_append_leaves_nothing_and_retry_succeeds_once() {
     let store = common::fresh_store().await;
     let s = StreamId::new("Killed", "k");
     // A transaction that has written version 1 and not committed: the victim's insert of
-    // version 1 waits on its unique-key entry, inside the append function.
+    // version 1 waits on its unique-key entry (in the plain-SQL append, the first attempt).
     let mut blocker = store.pool().begin().await.expect("begin");
     store
         .append_in(&mut blocker, &s, ExpectedVersion::Any, vec![event("B", 0)])
@@ -259,7 +259,7 @@ async fn terminated_append_leaves_nothing_and_retry_succeeds_once() {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock' \
-               AND query LIKE '%es_append%' AND pid <> pg_backend_pid()",
+               AND query LIKE 'INSERT INTO%events%' AND pid <> pg_backend_pid()",
         )
         .fetch_optional(store.pool())
         .await
@@ -347,4 +347,67 @@ async fn racing_identical_retries_store_once() {
         "all retries return the same stored events"
     );
     assert_eq!(store.stream_version(&s).await.expect("version"), 3);
+}
+
+/// The plain-SQL append announces a lower bound of its position (the advisory lock the
+/// follower's frontier reads) before it draws one: caught while it waits on the unique key,
+/// after drawing, its lock is held and the bound is at most the position it commits with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plain_sql_append_announces_its_bound_before_drawing() {
+    let store = common::fresh_store().await;
+    let s = StreamId::new("Announced", "a");
+    let mut blocker = store.pool().begin().await.expect("begin");
+    store
+        .append_in(&mut blocker, &s, ExpectedVersion::Any, vec![event("B", 0)])
+        .await
+        .expect("blocker");
+    let waiting = {
+        let (store, s) = (store.clone(), s.clone());
+        tokio::spawn(async move {
+            store
+                .append(&s, ExpectedVersion::Any, vec![event("E", 1)])
+                .await
+        })
+    };
+    let pid = loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+               AND query LIKE 'INSERT INTO%events%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_optional(store.pool())
+        .await
+        .expect("find the waiting append");
+        if let Some(pid) = pid {
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let bound: Option<i64> = sqlx::query_scalar(
+        "SELECT ((classid::bigint & 16777215) << 32) | objid::bigint FROM pg_locks \
+         WHERE locktype = 'advisory' AND objsubid = 2 AND (classid::bigint >> 24) = 69 \
+           AND pid = $1 AND granted",
+    )
+    .bind(pid)
+    .fetch_optional(store.pool())
+    .await
+    .expect("read pg_locks");
+    let bound = bound.expect("the waiting append holds its announcement");
+    assert!(
+        store.read_all(0, 10).await.expect("read").is_empty(),
+        "nothing is released while appends are open"
+    );
+    blocker.rollback().await.expect("rollback");
+    let recorded = waiting.await.expect("task").expect("append after the rollback");
+    assert_eq!(recorded[0].version, 1);
+    assert!(
+        u64::try_from(bound).expect("positive") <= recorded[0].position,
+        "bound {bound} must not exceed the position {}",
+        recorded[0].position
+    );
+    let all = store.read_all(0, 10).await.expect("read");
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [recorded[0].position]
+    );
 }
