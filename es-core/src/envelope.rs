@@ -138,14 +138,13 @@ impl RecordedEvent {
     /// Decodes the payload into an aggregate's event set, upcasting older schemas.
     /// Errors name the stream, version and event.
     pub fn decode<S: EventSet>(&self) -> Result<S, Error> {
-        S::decode(&self.event_name, self.schema_version, &self.payload).map_err(|source| {
-            Error::Decode {
-                stream: self.stream.clone(),
-                version: self.version,
-                event_name: self.event_name.clone(),
-                source,
-            }
-        })
+        decode_payload(
+            &self.stream,
+            self.version,
+            &self.event_name,
+            self.schema_version,
+            &self.payload,
+        )
     }
 
     /// Decodes the payload as one event type, or `None` when the name is another event's.
@@ -161,6 +160,61 @@ impl RecordedEvent {
             })
         })
     }
+}
+
+/// A stored event without its envelope: only what replaying an aggregate needs.
+/// [`EventStore::load_stream`](crate::EventStore::load_stream) returns these, so a backend
+/// loading an aggregate neither reads nor parses ids, metadata and timestamps.
+#[derive(Debug, Clone)]
+pub struct ReplayEvent {
+    /// Version within the stream.
+    pub version: u64,
+    /// Stored event name.
+    pub event_name: String,
+    /// Schema version of `payload`.
+    pub schema_version: u32,
+    /// The event's JSON as stored (before upcasting).
+    pub payload: Box<RawValue>,
+}
+
+impl ReplayEvent {
+    /// Decodes the payload into an aggregate's event set, upcasting older schemas. Errors
+    /// name `stream` (the stream this event was loaded from), the version and the event.
+    pub fn decode<S: EventSet>(&self, stream: &StreamId) -> Result<S, Error> {
+        decode_payload(
+            stream,
+            self.version,
+            &self.event_name,
+            self.schema_version,
+            &self.payload,
+        )
+    }
+}
+
+impl From<RecordedEvent> for ReplayEvent {
+    fn from(recorded: RecordedEvent) -> Self {
+        Self {
+            version: recorded.version,
+            event_name: recorded.event_name,
+            schema_version: recorded.schema_version,
+            payload: recorded.payload,
+        }
+    }
+}
+
+fn decode_payload<S: EventSet>(
+    stream: &StreamId,
+    version: u64,
+    event_name: &str,
+    schema_version: u32,
+    payload: &RawValue,
+) -> Result<S, Error> {
+    S::decode(event_name, schema_version, payload).map_err(|source| Error::Decode {
+        stream: stream.clone(),
+        version,
+        event_name: event_name.to_owned(),
+        source,
+    })
 }
 
 /// A cached aggregate state at a stream version.

@@ -63,7 +63,7 @@ mod store;
 pub mod testing;
 
 pub use aggregate::{Aggregate, Apply};
-pub use envelope::{NewEvent, RecordedEvent, Snapshot, StreamId};
+pub use envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 pub use error::{BoxError, Error};
 pub use event::{DecodeError, Event, EventSet, IntoEvents, decode_exact, decode_upcast};
 pub use memory::MemoryStore;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 
 use crate::aggregate::Aggregate;
-use crate::envelope::{NewEvent, RecordedEvent, Snapshot, StreamId};
+use crate::envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 use crate::error::Error;
 use crate::event::IntoEvents;
 use crate::metadata::Metadata;
@@ -167,10 +167,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     state: A::default(),
                     version: 0,
                 };
-                apply_all(
-                    &mut loaded,
-                    &self.store.read_stream(&stream, &StreamQuery::all()).await?,
-                )?;
+                let events = self.store.read_stream(&stream, &StreamQuery::all()).await?;
+                apply_recorded(&mut loaded, &events)?;
                 return Ok(loaded);
             }
             None => Loaded {
@@ -178,7 +176,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 version: 0,
             },
         };
-        apply_all(&mut loaded, &events)?;
+        apply_replayed(&mut loaded, &stream, &events)?;
         Ok(loaded)
     }
 
@@ -205,7 +203,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             AsOf::Time(time) => StreamQuery::all().until(time),
         };
         let events = self.store.read_stream(&stream, &query).await?;
-        apply_all(&mut loaded, &events)?;
+        apply_recorded(&mut loaded, &events)?;
         Ok(loaded)
     }
 
@@ -297,7 +295,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             .store
             .read_stream(stream, &StreamQuery::after(current.version))
             .await?;
-        apply_all(current, &events)?;
+        apply_recorded(current, &events)?;
         Ok(events.len())
     }
 
@@ -356,19 +354,39 @@ fn restore<A: Aggregate>(snapshot: &Snapshot) -> Option<Loaded<A>> {
 }
 
 /// Decodes and applies `events` in order, checking that they continue `loaded` without a gap.
-fn apply_all<A: Aggregate>(loaded: &mut Loaded<A>, events: &[RecordedEvent]) -> Result<(), Error> {
+fn apply_recorded<A: Aggregate>(
+    loaded: &mut Loaded<A>,
+    events: &[RecordedEvent],
+) -> Result<(), Error> {
     for recorded in events {
-        if recorded.version != loaded.version + 1 {
-            return Err(Error::Invalid(format!(
-                "{} jumps from version {} to {}: the store returned a gap",
-                recorded.stream, loaded.version, recorded.version
-            )));
-        }
-        let event = recorded.decode::<A::Event>()?;
-        loaded.state.apply_event(&event);
+        check_next(loaded, &recorded.stream, recorded.version)?;
+        loaded.state.apply_event(&recorded.decode::<A::Event>()?);
         loaded.version = recorded.version;
     }
     Ok(())
+}
+
+fn apply_replayed<A: Aggregate>(
+    loaded: &mut Loaded<A>,
+    stream: &StreamId,
+    events: &[ReplayEvent],
+) -> Result<(), Error> {
+    for event in events {
+        check_next(loaded, stream, event.version)?;
+        loaded.state.apply_event(&event.decode::<A::Event>(stream)?);
+        loaded.version = event.version;
+    }
+    Ok(())
+}
+
+fn check_next<A>(loaded: &Loaded<A>, stream: &StreamId, version: u64) -> Result<(), Error> {
+    if version == loaded.version + 1 {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{stream} jumps from version {} to {version}: the store returned a gap",
+        loaded.version
+    )))
 }
 
 /// A bounded map of aggregate states, checked out while a command runs.

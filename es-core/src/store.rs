@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::envelope::{NewEvent, RecordedEvent, Snapshot, StreamId};
+use crate::envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 use crate::error::Error;
 
 /// What an append expects of the stream before it writes.
@@ -202,12 +202,13 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// A snapshot (if one with `state_version` exists) and the events after it: everything a
-    /// repository needs to load an aggregate. Backends may answer in one round trip.
+    /// repository needs to load an aggregate, without the envelopes it does not need.
+    /// Backends may answer in one round trip and skip reading metadata.
     fn load_stream(
         &self,
         stream: &StreamId,
         state_version: Option<u32>,
-    ) -> impl Future<Output = Result<(Option<Snapshot>, Vec<RecordedEvent>), Error>> + Send {
+    ) -> impl Future<Output = Result<(Option<Snapshot>, Vec<ReplayEvent>), Error>> + Send {
         async move {
             let snapshot = match state_version {
                 Some(v) => self
@@ -218,7 +219,10 @@ pub trait EventStore: Clone + Send + Sync + 'static {
             };
             let after = snapshot.as_ref().map_or(0, |s| s.version);
             let events = self.read_stream(stream, &StreamQuery::after(after)).await?;
-            Ok((snapshot, events))
+            Ok((
+                snapshot,
+                events.into_iter().map(ReplayEvent::from).collect(),
+            ))
         }
     }
 }

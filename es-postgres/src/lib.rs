@@ -33,16 +33,24 @@
 //!
 //! ## Appending
 //!
-//! One call of the plpgsql function `es_append` per batch, with the batch as arrays (one
-//! statement, one round trip, all or nothing). It checks the ids first (all stored with the
+//! One statement, one round trip, all or nothing, with the batch bound as arrays. The first
+//! attempt is a plain-SQL `INSERT ... SELECT FROM unnest(...)` that checks only what the
+//! unique keys cannot: that the expected version exists (an append at `Exact(v)` onto a
+//! shorter stream would leave a gap) and, for `StreamExists`, that the stream does. It inserts
+//! the rows in version order with `recorded_at = clock_timestamp()` taken once per batch on the
+//! server, and returns each event's position, version and time. Everything else is left to
+//! the unique keys: a version or an event id that is taken fails the statement.
+//!
+//! Only when that attempt wrote nothing does the store call the plpgsql function
+//! `es_append`, which tells the cases apart: it checks the ids first (all stored with the
 //! same content: an idempotent retry, the stored events are returned whatever the expected
 //! version; only some, or other content: [`es_core::Error::DuplicateEventId`]), then the
-//! expected version against the stream's last version, then inserts `UNNEST`ed rows in version
-//! order with `recorded_at = clock_timestamp()` taken once per batch on the server. Two
-//! concurrent appends at the same version both pass the check; the unique key lets one
-//! through and fails the other, which the store turns into [`es_core::Error::Conflict`] with
-//! the stream's actual version (or retries, for `Any`/`StreamExists`, which still accept it).
-//! The hot path, `Exact(v)` with one event, is two index probes and one insert.
+//! expected version against the stream's last version ([`es_core::Error::Conflict`] with the
+//! actual version), and appends if both pass (a concurrent writer took the version in
+//! between). `Any` and `StreamExists` retry a lost race, since they still accept the new end.
+//! So the common case costs one plain statement, and a conflict or a retry one more.
+//! [`PostgresStore::append_in`], which runs in the caller's transaction where a failed
+//! statement would abort it, calls `es_append` directly.
 //!
 //! ## Global order that never skips
 //!
@@ -59,12 +67,12 @@
 //! is only correct when followers order by `(transaction id, position)`, and then positions
 //! are not increasing along the log, which es-core's contract requires.
 //!
-//! This store instead makes every in-flight append *visible* before it draws a position: the
-//! append function reads the sequence's `last_value` (a lower bound of anything it will draw,
-//! because a `CACHE 1` sequence hands values out in real-time order) and takes a shared,
-//! transaction-scoped advisory lock whose key encodes that bound. `pg_locks` is not
-//! transactional: the lock is visible to every session from the moment it is granted until
-//! the append commits or rolls back. A read of the log (`es_read_all`, `es_head`) first
+//! This store instead makes every in-flight append *visible* before it draws a position: each
+//! append statement (the plain-SQL one and `es_append` alike) reads the sequence's
+//! `last_value` (a lower bound of anything it will draw, because a `CACHE 1` sequence hands
+//! values out in real-time order) and takes a shared, transaction-scoped advisory lock whose
+//! key encodes that bound. `pg_locks` is not transactional: the lock is visible to every
+//! session from the moment it is granted until the append commits or rolls back. A read of the log (`es_read_all`, `es_head`) first
 //! computes the frontier `F = min(last_value + 1, smallest announced bound)`, reading the
 //! sequence and then `pg_locks`, and only *then* takes the snapshot it reads rows with
 //! (a new statement of a VOLATILE plpgsql function in READ COMMITTED), returning rows below
@@ -102,8 +110,11 @@
 //!
 //! ## Subscriptions and projections
 //!
-//! Appends `NOTIFY` the channel `es_events_<schema>` (switch off with
-//! [`StoreOptions::notify`]). [`PostgresStore::subscribe`] listens first, catches up with
+//! Appends wake subscriptions with a `NOTIFY` on the channel `es_events_<schema>`, sent after
+//! the commit by a per-store background task that coalesces appends (at most one per
+//! [`StoreOptions::notify_interval`]; switch off with [`StoreOptions::notify`]). It is not
+//! sent inside the append: PostgreSQL serialises the commits of notifying transactions across
+//! the whole server, which cost a third of the throughput of 8 concurrent writers. [`PostgresStore::subscribe`] listens first, catches up with
 //! keyset pages, then waits for a notification or its polling interval, whichever comes first,
 //! so a lost notification only delays. [`TransactionalRunner`] applies a batch and moves the
 //! checkpoint in one transaction, holding the checkpoint row's lock, so effects happen exactly

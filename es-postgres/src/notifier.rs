@@ -5,11 +5,13 @@
 //! cluster-wide lock held through the commit's WAL flush), so notifying inside appends keeps
 //! concurrent writers from sharing group commits. Instead, a successful append pokes this
 //! notifier, and one background task per store sends `NOTIFY` on its own pooled connection.
-//! Pokes coalesce: while a `NOTIFY` is being sent, any number of pokes leave exactly one more
-//! pending, so every append is followed by at least one `NOTIFY` that starts after it
-//! committed, and a burst of appends costs a couple of notifications.
+//! Pokes coalesce: while a `NOTIFY` is being sent, and for a short interval after it, any
+//! number of pokes leave exactly one more pending. So every append is followed by at least one
+//! `NOTIFY` that starts after it committed, at most `interval` later than it would otherwise,
+//! and a steady stream of appends costs at most one notification per interval.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::sync::mpsc;
@@ -20,15 +22,17 @@ pub(crate) struct Notifier {
     pool: PgPool,
     sql: Arc<str>,
     channel: String,
+    interval: Duration,
     wake: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 impl Notifier {
-    pub(crate) fn new(pool: PgPool, sql: Arc<str>, channel: String) -> Self {
+    pub(crate) fn new(pool: PgPool, sql: Arc<str>, channel: String, interval: Duration) -> Self {
         Self {
             pool,
             sql,
             channel,
+            interval,
             wake: Mutex::new(None),
         }
     }
@@ -36,7 +40,10 @@ impl Notifier {
     /// Asks for a `NOTIFY` after everything committed so far. Never blocks and never fails
     /// the caller: a notification is only a hint, subscriptions also poll.
     pub(crate) fn poke(&self) {
-        let mut wake = self.wake.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut wake = self
+            .wake
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(sender) = wake.as_ref() {
             match sender.try_send(()) {
                 Ok(()) | Err(mpsc::error::TrySendError::Full(())) => return,
@@ -55,6 +62,7 @@ impl Notifier {
             self.pool.clone(),
             self.sql.clone(),
             self.channel.clone(),
+            self.interval,
             receiver,
         ));
         *wake = Some(sender);
@@ -65,6 +73,7 @@ async fn send_notifications(
     pool: PgPool,
     sql: Arc<str>,
     channel: String,
+    interval: Duration,
     mut receiver: mpsc::Receiver<()>,
 ) {
     while receiver.recv().await.is_some() {
@@ -74,6 +83,9 @@ async fn send_notifications(
             .await
         {
             tracing::debug!(error = %e, "NOTIFY failed; subscribers will poll");
+        }
+        if !interval.is_zero() {
+            tokio::time::sleep(interval).await;
         }
     }
 }

@@ -52,7 +52,10 @@ impl Sql {
             append: format!("SELECT * FROM {s}.es_append($1, $2, $3, $4, $5, $6, $7, $8, $9)")
                 .into(),
             append_fast: append_fast(&s).into(),
-            notify: "SELECT pg_notify($1, '')".into(),
+            // A notifying transaction gets an id and a commit record; nothing in it needs to be
+            // durable, so it does not wait for the WAL flush.
+            notify: "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')"
+                .into(),
             read_stream: format!(
                 "SELECT {cols} FROM {s}.events e \
                  WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 \
@@ -104,17 +107,18 @@ impl Sql {
                  RETURNING t.position"
             )
             .into(),
+            // Only what a replay needs; columns: kind, version, event_name, schema_version,
+            // payload, taken_at (the last for the snapshot row only).
             load_stream: format!(
                 "WITH snap AS ( \
                    SELECT version, state_version, state, taken_at FROM {s}.snapshots \
                    WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3) \
-                 (SELECT 's'::\"char\" AS kind, 0::bigint AS position, NULL::uuid AS event_id, \
-                         snap.version, NULL::text AS event_name, snap.state_version AS schema_version, \
-                         snap.state AS payload, NULL::jsonb AS metadata, snap.taken_at AS recorded_at \
+                 (SELECT 's'::\"char\" AS kind, snap.version, NULL::text AS event_name, \
+                         snap.state_version AS schema_version, snap.state AS payload, snap.taken_at \
                   FROM snap) \
                  UNION ALL \
-                 (SELECT 'e'::\"char\", e.position, e.event_id, e.version, e.event_name, \
-                         e.schema_version, e.payload, e.metadata, e.recorded_at \
+                 (SELECT 'e'::\"char\", e.version, e.event_name, e.schema_version, e.payload, \
+                         NULL::timestamptz \
                   FROM {s}.events e \
                   WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 \
                     AND e.version > coalesce((SELECT version FROM snap), 0) \
@@ -126,12 +130,13 @@ impl Sql {
     }
 }
 
-/// The plain-SQL append: one statement, no plpgsql, returning `(position, version,
-/// recorded_at)` per inserted event. `$3` is the expected-version code of `es_append`.
+/// The plain-SQL append: one statement, no plpgsql, returning one row `(positions, first
+/// version, recorded_at)` with the positions in version order (versions are consecutive and
+/// the time is the batch's). `$3` is the expected-version code of `es_append`.
 ///
 /// It checks only what the unique keys cannot: that version `$3` exists when `$3 > 0` (else
 /// the batch would leave a gap) and that the stream exists for `StreamExists` (`-3`). When a
-/// check fails it inserts nothing and returns no rows; a stream version or event id that is
+/// check fails it inserts nothing and returns a row of NULLs; a stream version or event id that is
 /// already taken fails the statement with a unique violation. Either way the caller asks
 /// `es_append` what happened (a conflict, or an idempotent retry).
 ///
@@ -141,7 +146,8 @@ impl Sql {
 /// `es_append` does. `OFFSET 0` keeps the planner from pulling it into the join.
 fn append_fast(s: &str) -> String {
     format!(
-        "INSERT INTO {s}.events AS e (event_id, aggregate_type, aggregate_id, version, \
+        "WITH appended AS ( \
+         INSERT INTO {s}.events AS e (event_id, aggregate_type, aggregate_id, version, \
            event_name, schema_version, payload, metadata, recorded_at) \
          SELECT u.id, $1, $2, g.base + u.ord, u.name, u.sv, u.payload, u.meta, g.now \
          FROM ( \
@@ -162,7 +168,9 @@ fn append_fast(s: &str) -> String {
          CROSS JOIN unnest($4::uuid[], $5::text[], $6::int[], $7::jsonb[], $8::jsonb[]) \
               WITH ORDINALITY AS u (id, name, sv, payload, meta, ord) \
          ORDER BY u.ord \
-         RETURNING e.position, e.version, e.recorded_at"
+         RETURNING e.position, e.version, e.recorded_at) \
+         SELECT array_agg(position ORDER BY version), min(version), min(recorded_at) \
+         FROM appended"
     )
 }
 

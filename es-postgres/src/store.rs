@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use es_core::{
-    Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Snapshot, StreamId,
-    StreamQuery,
+    Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, ReplayEvent, Snapshot,
+    StreamId, StreamQuery,
 };
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -30,6 +30,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 pub struct StoreOptions {
     schema: String,
     notify: bool,
+    notify_interval: std::time::Duration,
     max_connections: u32,
     acquire_timeout: std::time::Duration,
 }
@@ -39,6 +40,7 @@ impl Default for StoreOptions {
         Self {
             schema: "public".to_owned(),
             notify: true,
+            notify_interval: std::time::Duration::from_millis(2),
             max_connections: 16,
             acquire_timeout: std::time::Duration::from_secs(30),
         }
@@ -46,7 +48,8 @@ impl Default for StoreOptions {
 }
 
 impl StoreOptions {
-    /// Defaults: schema `public`, NOTIFY on append, pools of 16 connections.
+    /// Defaults: schema `public`, NOTIFY after appends (at most one per 2 ms), pools of 16
+    /// connections.
     pub fn new() -> Self {
         Self::default()
     }
@@ -58,12 +61,27 @@ impl StoreOptions {
         self
     }
 
-    /// Whether appends send a `NOTIFY` that wakes subscriptions at once (default on). Off,
-    /// subscriptions still see every event at their polling interval. PostgreSQL serialises
-    /// the commits of notifying transactions, so heavy concurrent writers with no live
-    /// subscriber may prefer it off.
+    /// Whether appends wake subscriptions with a `NOTIFY` on the channel
+    /// [`PostgresStore::channel`] (default on). Off, subscriptions still see every event at
+    /// their polling interval.
+    ///
+    /// The `NOTIFY` is not sent inside the append's transaction (PostgreSQL serialises the
+    /// commits of notifying transactions across the whole server): the store sends it after
+    /// the commit, from a background task on its own pooled connection, coalescing the
+    /// appends of one [`notify_interval`](Self::notify_interval). Appends made with
+    /// [`PostgresStore::append_in`] and appends with inline projections notify inside their
+    /// transaction instead, since only that transaction's commit makes them visible.
     pub fn notify(mut self, notify: bool) -> Self {
         self.notify = notify;
+        self
+    }
+
+    /// The shortest time between two notifications of one store (default 2 ms): the most a
+    /// subscription's wake-up is delayed, traded for one `NOTIFY` round trip per interval
+    /// instead of one per append. Zero sends one per append (still coalescing appends that
+    /// commit while a `NOTIFY` is in flight).
+    pub fn notify_interval(mut self, interval: std::time::Duration) -> Self {
+        self.notify_interval = interval;
         self
     }
 
@@ -307,13 +325,12 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The appended events from rows of `(position, version, recorded_at)` starting at column
-/// `first`, one per event in batch order.
+/// The appended events from `es_append`'s rows of kind `'a'` (position, version and time in
+/// columns 1 to 3), one per event in batch order.
 fn recorded_from(
     stream: &StreamId,
     events: &[NewEvent],
     rows: &[PgRow],
-    first: usize,
 ) -> Result<Vec<RecordedEvent>, Error> {
     if rows.len() != events.len() {
         return Err(Error::Invalid(format!(
@@ -328,9 +345,9 @@ fn recorded_from(
             Ok(RecordedEvent {
                 event_id: event.event_id,
                 stream: stream.clone(),
-                position: to_u64(row.try_get(first).map_err(backend)?),
-                version: to_u64(row.try_get(first + 1).map_err(backend)?),
-                recorded_at: row.try_get(first + 2).map_err(backend)?,
+                position: to_u64(row.try_get(1).map_err(backend)?),
+                version: to_u64(row.try_get(2).map_err(backend)?),
+                recorded_at: row.try_get(3).map_err(backend)?,
                 event_name: event.event_name.clone(),
                 schema_version: event.schema_version,
                 payload: event.payload.clone(),
@@ -380,6 +397,7 @@ impl PostgresStore {
                 pool.clone(),
                 sql.notify.clone(),
                 sql.channel.clone(),
+                options.notify_interval,
             ))
         });
         Self {
@@ -534,7 +552,7 @@ impl PostgresStore {
                 }
                 replayed(stream, events, stored).map(Attempt::Done)
             }
-            _ => recorded_from(stream, events, &rows, 1).map(Attempt::Done),
+            _ => recorded_from(stream, events, &rows).map(Attempt::Done),
         }
     }
 
@@ -557,14 +575,45 @@ impl PostgresStore {
             .bind(&columns.schema_versions[..])
             .bind(&columns.payloads[..])
             .bind(&columns.metadata[..])
-            .fetch_all(&mut *conn)
+            .fetch_one(&mut *conn)
             .await;
-        match result {
-            Ok(rows) if rows.is_empty() => Ok(None),
-            Ok(rows) => recorded_from(stream, events, &rows, 0).map(Some),
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => Ok(None),
-            Err(e) => Err(backend(e)),
+        let row = match result {
+            Ok(row) => row,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+                return Ok(None);
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        let Some(positions) = row.try_get::<Option<Vec<i64>>, _>(0).map_err(backend)? else {
+            return Ok(None);
+        };
+        let first_version = to_u64(row.try_get(1).map_err(backend)?);
+        let recorded_at: DateTime<Utc> = row.try_get(2).map_err(backend)?;
+        if positions.len() != events.len() {
+            return Err(Error::Invalid(format!(
+                "the append returned {} positions for {} events",
+                positions.len(),
+                events.len()
+            )));
         }
+        Ok(Some(
+            positions
+                .into_iter()
+                .zip(events)
+                .zip(first_version..)
+                .map(|((position, event), version)| RecordedEvent {
+                    event_id: event.event_id,
+                    stream: stream.clone(),
+                    version,
+                    position: to_u64(position),
+                    event_name: event.event_name.clone(),
+                    schema_version: event.schema_version,
+                    payload: event.payload.clone(),
+                    metadata: event.metadata.clone(),
+                    recorded_at,
+                })
+                .collect(),
+        ))
     }
 
     /// Appends on a pooled connection: the plain-SQL statement first, then `es_append` when
@@ -818,7 +867,7 @@ impl EventStore for PostgresStore {
         &self,
         stream: &StreamId,
         state_version: Option<u32>,
-    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>), Error> {
+    ) -> Result<(Option<Snapshot>, Vec<ReplayEvent>), Error> {
         let state_version = state_version.and_then(|v| i32::try_from(v).ok());
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.load_stream.clone()))
             .bind(&stream.aggregate_type)
@@ -831,7 +880,7 @@ impl EventStore for PostgresStore {
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             let kind: i8 = row.try_get(0).map_err(backend)?;
-            let version = to_u64(row.try_get::<i64, _>(3).map_err(backend)?);
+            let version = to_u64(row.try_get::<i64, _>(1).map_err(backend)?);
             let bad = |source| {
                 Error::backend(BadRow {
                     stream: stream.clone(),
@@ -839,28 +888,23 @@ impl EventStore for PostgresStore {
                     source,
                 })
             };
+            let schema_version = u32::try_from(row.try_get::<i32, _>(3).map_err(bad)?).unwrap_or(0);
+            let payload = row.try_get(4).map_err(bad)?;
             if kind as u8 == b's' {
                 snapshot = Some(Snapshot {
                     stream: stream.clone(),
                     version,
-                    state_version: u32::try_from(row.try_get::<i32, _>(5).map_err(bad)?)
-                        .unwrap_or(0),
-                    state: row.try_get(6).map_err(bad)?,
-                    taken_at: row.try_get(8).map_err(bad)?,
+                    state_version: schema_version,
+                    state: payload,
+                    taken_at: row.try_get(5).map_err(bad)?,
                 });
                 continue;
             }
-            let Json(metadata) = row.try_get::<Json<Metadata>, _>(7).map_err(bad)?;
-            events.push(RecordedEvent {
-                event_id: row.try_get(2).map_err(bad)?,
-                stream: stream.clone(),
+            events.push(ReplayEvent {
                 version,
-                position: to_u64(row.try_get(1).map_err(bad)?),
-                event_name: row.try_get(4).map_err(bad)?,
-                schema_version: u32::try_from(row.try_get::<i32, _>(5).map_err(bad)?).unwrap_or(0),
-                payload: row.try_get(6).map_err(bad)?,
-                metadata,
-                recorded_at: row.try_get(8).map_err(bad)?,
+                event_name: row.try_get(2).map_err(bad)?,
+                schema_version,
+                payload,
             });
         }
         Ok((snapshot, events))

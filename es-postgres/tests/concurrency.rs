@@ -255,11 +255,12 @@ async fn terminated_append_leaves_nothing_and_retry_succeeds_once() {
         let (store, s, batch) = (store.clone(), s.clone(), batch.clone());
         tokio::spawn(async move { store.append(&s, ExpectedVersion::Any, batch).await })
     };
+    let looking = Instant::now();
     let pid = loop {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock' \
-               AND query LIKE 'INSERT INTO%events%' AND pid <> pg_backend_pid()",
+               AND query LIKE '%INSERT INTO%events%' AND pid <> pg_backend_pid()",
         )
         .fetch_optional(store.pool())
         .await
@@ -267,6 +268,10 @@ async fn terminated_append_leaves_nothing_and_retry_succeeds_once() {
         if let Some(pid) = pid {
             break pid;
         }
+        assert!(
+            looking.elapsed() < Duration::from_secs(30),
+            "the append never waited on the unique key"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
@@ -369,11 +374,12 @@ async fn plain_sql_append_announces_its_bound_before_drawing() {
                 .await
         })
     };
+    let looking = Instant::now();
     let pid = loop {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock' \
-               AND query LIKE 'INSERT INTO%events%' AND pid <> pg_backend_pid()",
+               AND query LIKE '%INSERT INTO%events%' AND pid <> pg_backend_pid()",
         )
         .fetch_optional(store.pool())
         .await
@@ -381,6 +387,10 @@ async fn plain_sql_append_announces_its_bound_before_drawing() {
         if let Some(pid) = pid {
             break pid;
         }
+        assert!(
+            looking.elapsed() < Duration::from_secs(30),
+            "the append never waited on the unique key"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let bound: Option<i64> = sqlx::query_scalar(
@@ -398,7 +408,10 @@ async fn plain_sql_append_announces_its_bound_before_drawing() {
         "nothing is released while appends are open"
     );
     blocker.rollback().await.expect("rollback");
-    let recorded = waiting.await.expect("task").expect("append after the rollback");
+    let recorded = waiting
+        .await
+        .expect("task")
+        .expect("append after the rollback");
     assert_eq!(recorded[0].version, 1);
     assert!(
         u64::try_from(bound).expect("positive") <= recorded[0].position,
