@@ -3,11 +3,11 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, pin_mut};
+use futures::future;
 
 use crate::envelope::RecordedEvent;
 use crate::error::{BoxError, Error};
-use crate::store::{EventStore, read_all_batches};
+use crate::store::EventStore;
 
 /// A read model built from the global log.
 ///
@@ -86,28 +86,43 @@ impl Progress {
 
 /// Feeds one projection from a store's global log, resuming from its checkpoint.
 ///
-/// The checkpoint is saved after each batch, after the projection handled it: delivery is at
-/// least once across crashes. Stores that keep read models in the same database can do better
-/// (es-postgres commits the read model and checkpoint in one transaction).
+/// The checkpoint is saved after the projection handled the events it covers: at most once per
+/// [checkpoint interval](ProjectionRunner::with_checkpoint_interval) during a run, at the end
+/// of every run, and up to the last handled event when a handler fails. Delivery is at least
+/// once across crashes: a crashed run repeats at most one interval's events. Stores that keep
+/// read models in the same database can do better (es-postgres commits the read model and
+/// checkpoint in one transaction).
+///
+/// The next batch is read while the projection handles the current one.
 pub struct ProjectionRunner<S, P> {
     store: S,
     projection: P,
     batch_size: usize,
+    checkpoint_interval: Duration,
 }
 
 impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
-    /// A runner reading batches of 1,000 events.
+    /// A runner reading batches of 1,000 events and saving its checkpoint at most once a
+    /// second during a run.
     pub fn new(store: S, projection: P) -> Self {
         Self {
             store,
             projection,
             batch_size: 1_000,
+            checkpoint_interval: Duration::from_secs(1),
         }
     }
 
-    /// Sets the batch size (events read per round trip and per checkpoint).
+    /// Sets the batch size (events read per round trip).
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Sets how often a run saves its checkpoint between batches (default 1 s; zero saves
+    /// after every batch). Runs always save at their end and when a handler fails.
+    pub fn with_checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
         self
     }
 
@@ -137,9 +152,16 @@ impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
         &mut self,
         mut on_progress: impl FnMut(Progress) + Send,
     ) -> Result<Progress, Error> {
-        let name = self.projection.name().to_owned();
-        let start = self.store.load_checkpoint(&name).await?.unwrap_or(0);
-        let head = self.store.head_position().await?;
+        let Self {
+            store,
+            projection,
+            batch_size,
+            checkpoint_interval,
+        } = self;
+        let (batch_size, checkpoint_interval) = (*batch_size, *checkpoint_interval);
+        let name = projection.name().to_owned();
+        let start = store.load_checkpoint(&name).await?.unwrap_or(0);
+        let head = store.head_position().await?;
         let began = Instant::now();
         let mut progress = Progress {
             done: 0,
@@ -147,38 +169,43 @@ impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
             position: start,
             elapsed: Duration::ZERO,
         };
+        let mut saved = Saved {
+            position: start,
+            at: began,
+        };
         let mut last_log = began;
-        let batches = read_all_batches(self.store.clone(), start, self.batch_size);
-        pin_mut!(batches);
-        while let Some(batch) = batches.next().await {
-            let batch = batch?;
-            for event in &batch {
-                if self.wants(event) {
-                    self.projection
-                        .handle(event)
-                        .await
-                        .map_err(|source| Error::Projection {
-                            projection: name.clone(),
-                            position: event.position,
-                            source,
-                        })?;
-                }
+        let mut fetched = Some(store.read_all(start, batch_size).await);
+        while let Some(result) = fetched.take() {
+            let batch = result?;
+            let Some(last) = batch.last().map(|e| e.position) else {
+                break;
+            };
+            let handled = handle_batch(projection, &name, progress.position, &batch);
+            let outcome = if last < head {
+                let (next, outcome) = future::join(store.read_all(last, batch_size), handled).await;
+                fetched = Some(next);
+                outcome
+            } else {
+                handled.await
+            };
+            if let Err(failure) = outcome {
+                saved.save(store, &name, failure.handled_up_to).await?;
+                return Err(failure.error);
             }
-            let Some(last) = batch.last() else { break };
-            self.store.save_checkpoint(&name, last.position).await?;
             progress.done += batch.len() as u64;
             progress.total = progress.total.max(progress.done);
-            progress.position = last.position;
+            progress.position = last;
             progress.elapsed = began.elapsed();
+            if saved.at.elapsed() >= checkpoint_interval {
+                saved.save(store, &name, last).await?;
+            }
             on_progress(progress);
             if last_log.elapsed() >= Duration::from_secs(1) {
                 last_log = Instant::now();
                 tracing::info!(projection = %name, done = progress.done, total = progress.total, rate = progress.rate(), "projection progress");
             }
-            if last.position >= head {
-                break;
-            }
         }
+        saved.save(store, &name, progress.position).await?;
         progress.elapsed = began.elapsed();
         Ok(progress)
     }
@@ -203,10 +230,61 @@ impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
         tracing::info!(projection = %name, events = progress.done, seconds = progress.elapsed.as_secs_f64(), rate = progress.rate(), "projection rebuilt");
         Ok(progress)
     }
+}
 
-    fn wants(&self, event: &RecordedEvent) -> bool {
-        self.projection
-            .event_names()
-            .is_none_or(|names| names.contains(&event.event_name.as_str()))
+/// The checkpoint a run saved last.
+struct Saved {
+    position: u64,
+    at: Instant,
+}
+
+impl Saved {
+    /// Saves `position` unless it is already saved.
+    async fn save<S: EventStore>(
+        &mut self,
+        store: &S,
+        name: &str,
+        position: u64,
+    ) -> Result<(), Error> {
+        if position != self.position {
+            store.save_checkpoint(name, position).await?;
+            self.position = position;
+        }
+        self.at = Instant::now();
+        Ok(())
     }
+}
+
+/// A handler failure, and the position up to which every event was handled.
+struct Failure {
+    handled_up_to: u64,
+    error: Error,
+}
+
+/// Hands `batch` (the events after position `after`) to the projection, skipping the events
+/// it does not want.
+async fn handle_batch<P: Projection>(
+    projection: &mut P,
+    name: &str,
+    after: u64,
+    batch: &[RecordedEvent],
+) -> Result<(), Failure> {
+    let mut handled_up_to = after;
+    for event in batch {
+        let wanted = projection
+            .event_names()
+            .is_none_or(|names| names.contains(&event.event_name.as_str()));
+        if wanted && let Err(source) = projection.handle(event).await {
+            return Err(Failure {
+                handled_up_to,
+                error: Error::Projection {
+                    projection: name.to_owned(),
+                    position: event.position,
+                    source,
+                },
+            });
+        }
+        handled_up_to = event.position;
+    }
+    Ok(())
 }

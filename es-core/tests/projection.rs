@@ -171,3 +171,38 @@ async fn handler_failure_names_the_position_and_keeps_the_checkpoint_before_it()
     runner.catch_up().await.expect("resume after the fix");
     assert_eq!(runner.projection().balances.get("b"), Some(&66));
 }
+
+#[tokio::test]
+async fn a_failure_mid_batch_checkpoints_the_events_handled_before_it() {
+    let store = MemoryStore::new();
+    seed(&store, "a", &[1, 2, 66, 3]).await; // positions 1..=5, the failing deposit at 4
+    let failing = Balances {
+        fail_on_amount: Some(66),
+        ..Balances::default()
+    };
+    let mut runner = ProjectionRunner::new(store.clone(), failing)
+        .with_batch_size(100)
+        .with_checkpoint_interval(std::time::Duration::from_secs(3600));
+    let failed = runner.catch_up().await;
+    assert!(
+        matches!(failed, Err(Error::Projection { position: 4, .. })),
+        "{failed:?}"
+    );
+    assert_eq!(
+        store.load_checkpoint("balances").await.expect("checkpoint"),
+        Some(3),
+        "everything before the failing event is checkpointed, even mid-batch"
+    );
+    runner.projection_mut().fail_on_amount = None;
+    let resumed = runner.catch_up().await.expect("resume after the fix");
+    assert_eq!(resumed.done, 2, "resumes at the failing event");
+    assert_eq!(
+        runner.projection().balances.get("a"),
+        Some(&(1 + 2 + 66 + 3))
+    );
+    assert_eq!(
+        store.load_checkpoint("balances").await.expect("checkpoint"),
+        Some(5),
+        "a run saves its checkpoint at its end whatever the interval"
+    );
+}
