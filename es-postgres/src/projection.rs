@@ -142,6 +142,12 @@ impl<P: TransactionalProjection> TransactionalRunner<P> {
 
     /// Applies one batch after the checkpoint; returns how many events it read (0: caught up).
     pub async fn step(&mut self) -> Result<usize, Error> {
+        Ok(self.apply_batch().await?.map_or(0, |(n, _)| n))
+    }
+
+    /// One batch in one transaction: how many events and the last position, or `None` when
+    /// there was nothing after the checkpoint.
+    async fn apply_batch(&mut self) -> Result<Option<(usize, u64)>, Error> {
         let name = self.projection.name().to_owned();
         let mut tx = self.store.pool().begin().await.map_err(backend)?;
         let after: i64 = sqlx::query_scalar(AssertSqlSafe(self.store.lock_checkpoint_sql()))
@@ -156,7 +162,7 @@ impl<P: TransactionalProjection> TransactionalRunner<P> {
             .await?;
         let Some(last) = batch.last().map(|e| e.position) else {
             tx.rollback().await.map_err(backend)?;
-            return Ok(0);
+            return Ok(None);
         };
         for event in &batch {
             let wanted = self
@@ -181,33 +187,52 @@ impl<P: TransactionalProjection> TransactionalRunner<P> {
             .await
             .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        Ok(batch.len())
+        Ok(Some((batch.len(), last)))
     }
 
     /// Applies batches until the log has nothing more after the checkpoint.
     pub async fn catch_up(&mut self) -> Result<Progress, Error> {
+        self.catch_up_with(|_| {}).await
+    }
+
+    /// Like [`TransactionalRunner::catch_up`], calling `on_progress` after every batch
+    /// (`total` is estimated from the head position when the run began).
+    pub async fn catch_up_with(
+        &mut self,
+        mut on_progress: impl FnMut(Progress) + Send,
+    ) -> Result<Progress, Error> {
         let began = Instant::now();
-        let mut done = 0u64;
-        loop {
-            let n = self.step().await?;
-            if n == 0 {
-                break;
-            }
-            done += n as u64;
-        }
-        let position = es_core::EventStore::load_checkpoint(&self.store, self.projection.name())
+        let start = es_core::EventStore::load_checkpoint(&self.store, self.projection.name())
             .await?
             .unwrap_or(0);
-        Ok(Progress {
-            done,
-            total: done,
-            position,
-            elapsed: began.elapsed(),
-        })
+        let head = es_core::EventStore::head_position(&self.store).await?;
+        let mut progress = Progress {
+            done: 0,
+            total: head.saturating_sub(start),
+            position: start,
+            elapsed: Duration::ZERO,
+        };
+        while let Some((n, last)) = self.apply_batch().await? {
+            progress.done += n as u64;
+            progress.total = progress.total.max(progress.done);
+            progress.position = last;
+            progress.elapsed = began.elapsed();
+            on_progress(progress);
+        }
+        progress.elapsed = began.elapsed();
+        Ok(progress)
     }
 
     /// Empties the read model and resets the checkpoint in one transaction, then catches up.
     pub async fn rebuild(&mut self) -> Result<Progress, Error> {
+        self.rebuild_with(|_| {}).await
+    }
+
+    /// Like [`TransactionalRunner::rebuild`], calling `on_progress` after every batch.
+    pub async fn rebuild_with(
+        &mut self,
+        on_progress: impl FnMut(Progress) + Send,
+    ) -> Result<Progress, Error> {
         let name = self.projection.name().to_owned();
         let mut tx = self.store.pool().begin().await.map_err(backend)?;
         sqlx::query(AssertSqlSafe(self.store.lock_checkpoint_sql()))
@@ -230,7 +255,7 @@ impl<P: TransactionalProjection> TransactionalRunner<P> {
             .await
             .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        self.catch_up().await
+        self.catch_up_with(on_progress).await
     }
 
     /// Catches up, then keeps applying new events as they commit (woken by the store's

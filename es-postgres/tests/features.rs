@@ -400,8 +400,24 @@ async fn transactional_projection_applies_every_event_exactly_once() {
         Some(store.head_position().await.expect("head"))
     );
     // Rebuild from zero gives the same read model.
-    let progress = a.rebuild().await.expect("rebuild");
+    let mut reports = Vec::new();
+    let progress = a
+        .rebuild_with(|p| reports.push((p.done, p.position, p.total)))
+        .await
+        .expect("rebuild");
     assert_eq!(progress.done, 110);
+    assert_eq!(reports.len(), 110usize.div_ceil(7), "one report per batch");
+    assert!(
+        reports
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
+        "progress only moves forward: {reports:?}"
+    );
+    assert_eq!(
+        reports.last().map(|r| (r.0, r.1)),
+        Some((110, store.head_position().await.expect("head")))
+    );
+    assert!(reports.iter().all(|r| r.2 >= r.0), "total bounds done");
     let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM counted")
         .fetch_one(store.pool())
         .await
