@@ -5,7 +5,8 @@
 //! cargo run --release -p es-postgres --example bench [-- SECONDS_PER_CASE]
 //! ```
 //!
-//! `BENCH_POOL` sets the pool size (default 10). Uses `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) to create a
+//! `BENCH_POOL` sets the pool size (default 10), `BENCH_NOTIFY_INTERVAL_MS` the store's
+//! [`StoreOptions::notify_interval`]. Uses `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) to create a
 //! fresh database `es_pg_bench`, with the store in schema `store` and the hand-written
 //! baseline's identical `events` table in schema `raw`.
 
@@ -231,7 +232,14 @@ async fn main() -> BoxResult<()> {
         .connect(&bench_url)
         .await?;
     sqlx::raw_sql(RAW_TABLE).execute(&pool).await?;
-    let store = PostgresStore::from_pool_with(pool.clone(), StoreOptions::new().schema("store"))?;
+    let mut options = StoreOptions::new().schema("store");
+    if let Some(ms) = std::env::var("BENCH_NOTIFY_INTERVAL_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        options = options.notify_interval(Duration::from_millis(ms));
+    }
+    let store = PostgresStore::from_pool_with(pool.clone(), options)?;
     store.migrate().await?;
     let quiet = PostgresStore::from_pool_with(
         pool.clone(),
