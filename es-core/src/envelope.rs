@@ -120,7 +120,8 @@ pub struct RecordedEvent {
     pub stream: StreamId,
     /// Version within the stream: 1, 2, 3, … without gaps.
     pub version: u64,
-    /// Position in the store's global log, increasing in commit-visible order.
+    /// Position in the store's global log, increasing in commit-visible order (not
+    /// necessarily by one: positions may skip numbers).
     pub position: u64,
     /// Stored event name.
     pub event_name: String,

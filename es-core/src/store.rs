@@ -146,6 +146,9 @@ impl<R: RangeBounds<u64>> From<R> for StreamQuery {
 ///   events and writes nothing; the same id with other content is [`Error::DuplicateEventId`];
 /// - [`EventStore::read_all`] returns events in global position order and never skips an event
 ///   that commits later with a lower position.
+/// - Positions strictly increase along the log but may skip numbers (a backend that draws them
+///   from a database sequence loses the ones of rolled-back appends). Count events, not
+///   position differences.
 pub trait EventStore: Clone + Send + Sync + 'static {
     /// Appends `events` to `stream` atomically if `expected` holds, returning them as recorded.
     fn append(
