@@ -1068,7 +1068,10 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
             report.add(
                 op,
                 Kind::Ours,
-                format!("ours: ProjectionRunner::rebuild, batches of {batch}"),
+                format!(
+                    "ours: ProjectionRunner::rebuild, batches of {batch}{}",
+                    if batch == 5_000 { " (the default)" } else { "" }
+                ),
                 PROJECTION_EVENTS as f64 / secs,
                 "events/s",
             );
