@@ -92,6 +92,28 @@ impl NewEvent {
         self
     }
 
+    /// The event as a store recorded it: for store implementations, once they know where it
+    /// landed.
+    pub fn into_recorded(
+        self,
+        stream: StreamId,
+        version: u64,
+        position: u64,
+        recorded_at: DateTime<Utc>,
+    ) -> RecordedEvent {
+        RecordedEvent {
+            event_id: self.event_id,
+            stream,
+            version,
+            position,
+            event_name: self.event_name,
+            schema_version: self.schema_version,
+            payload: self.payload,
+            metadata: self.metadata,
+            recorded_at,
+        }
+    }
+
     /// Whether `recorded` holds the same stream, name, schema version and payload: the test
     /// for an idempotent retry of this event.
     pub fn same_content_as(&self, stream: &StreamId, recorded: &RecordedEvent) -> bool {

@@ -168,17 +168,12 @@ impl EventStore for MemoryStore {
         let first_index = inner.log.len();
         let mut recorded = Vec::with_capacity(events.len());
         for (offset, event) in events.into_iter().enumerate() {
-            recorded.push(RecordedEvent {
-                event_id: event.event_id,
-                stream: stream.clone(),
-                version: actual + offset as u64 + 1,
-                position: (first_index + offset) as u64 + 1,
-                event_name: event.event_name,
-                schema_version: event.schema_version,
-                payload: event.payload,
-                metadata: event.metadata,
+            recorded.push(event.into_recorded(
+                stream.clone(),
+                actual + offset as u64 + 1,
+                (first_index + offset) as u64 + 1,
                 recorded_at,
-            });
+            ));
         }
         let Inner {
             log, streams, ids, ..

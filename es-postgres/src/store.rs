@@ -10,9 +10,10 @@ use es_core::{
     StreamId, StreamQuery,
 };
 use serde_json::value::RawValue;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 use uuid::Uuid;
 
 use crate::notifier::Notifier;
@@ -323,6 +324,25 @@ impl<'a> Columns<'a> {
         }
         Ok(columns)
     }
+
+    /// `sql` with the parameters both append statements share bound: `$1`, `$2` the stream,
+    /// `$3` the expected-version code, `$4` to `$8` the columns.
+    fn bind<'q>(
+        &'q self,
+        sql: Arc<str>,
+        stream: &'q StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<Query<'q, Postgres, PgArguments>, Error> {
+        Ok(sqlx::query(AssertSqlSafe(sql))
+            .bind(&stream.aggregate_type)
+            .bind(&stream.aggregate_id)
+            .bind(expected_code(expected)?)
+            .bind(&self.ids[..])
+            .bind(&self.names[..])
+            .bind(&self.schema_versions[..])
+            .bind(&self.payloads[..])
+            .bind(&self.metadata[..]))
+    }
 }
 
 /// The appended events from `es_append`'s rows of kind `'a'` (position, version and time in
@@ -342,17 +362,12 @@ fn recorded_from(
     rows.iter()
         .zip(events)
         .map(|(row, event)| {
-            Ok(RecordedEvent {
-                event_id: event.event_id,
-                stream: stream.clone(),
-                position: to_u64(row.try_get(1).map_err(backend)?),
-                version: to_u64(row.try_get(2).map_err(backend)?),
-                recorded_at: row.try_get(3).map_err(backend)?,
-                event_name: event.event_name.clone(),
-                schema_version: event.schema_version,
-                payload: event.payload.clone(),
-                metadata: event.metadata.clone(),
-            })
+            Ok(event.clone().into_recorded(
+                stream.clone(),
+                to_u64(row.try_get(2).map_err(backend)?),
+                to_u64(row.try_get(1).map_err(backend)?),
+                row.try_get(3).map_err(backend)?,
+            ))
         })
         .collect()
 }
@@ -515,15 +530,8 @@ impl PostgresStore {
         columns: &Columns<'_>,
         notify: bool,
     ) -> Result<Attempt, Error> {
-        let result = sqlx::query(AssertSqlSafe(self.inner.sql.append.clone()))
-            .bind(&stream.aggregate_type)
-            .bind(&stream.aggregate_id)
-            .bind(expected_code(expected)?)
-            .bind(&columns.ids[..])
-            .bind(&columns.names[..])
-            .bind(&columns.schema_versions[..])
-            .bind(&columns.payloads[..])
-            .bind(&columns.metadata[..])
+        let result = columns
+            .bind(self.inner.sql.append.clone(), stream, expected)?
             .bind(notify)
             .fetch_all(&mut *conn)
             .await;
@@ -566,15 +574,8 @@ impl PostgresStore {
         events: &[NewEvent],
         columns: &Columns<'_>,
     ) -> Result<Option<Vec<RecordedEvent>>, Error> {
-        let result = sqlx::query(AssertSqlSafe(self.inner.sql.append_fast.clone()))
-            .bind(&stream.aggregate_type)
-            .bind(&stream.aggregate_id)
-            .bind(expected_code(expected)?)
-            .bind(&columns.ids[..])
-            .bind(&columns.names[..])
-            .bind(&columns.schema_versions[..])
-            .bind(&columns.payloads[..])
-            .bind(&columns.metadata[..])
+        let result = columns
+            .bind(self.inner.sql.append_fast.clone(), stream, expected)?
             .fetch_one(&mut *conn)
             .await;
         let row = match result {
@@ -601,16 +602,13 @@ impl PostgresStore {
                 .into_iter()
                 .zip(events)
                 .zip(first_version..)
-                .map(|((position, event), version)| RecordedEvent {
-                    event_id: event.event_id,
-                    stream: stream.clone(),
-                    version,
-                    position: to_u64(position),
-                    event_name: event.event_name.clone(),
-                    schema_version: event.schema_version,
-                    payload: event.payload.clone(),
-                    metadata: event.metadata.clone(),
-                    recorded_at,
+                .map(|((position, event), version)| {
+                    event.clone().into_recorded(
+                        stream.clone(),
+                        version,
+                        to_u64(position),
+                        recorded_at,
+                    )
                 })
                 .collect(),
         ))

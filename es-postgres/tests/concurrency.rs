@@ -255,25 +255,7 @@ async fn terminated_append_leaves_nothing_and_retry_succeeds_once() {
         let (store, s, batch) = (store.clone(), s.clone(), batch.clone());
         tokio::spawn(async move { store.append(&s, ExpectedVersion::Any, batch).await })
     };
-    let looking = Instant::now();
-    let pid = loop {
-        let pid: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock' \
-               AND query LIKE '%INSERT INTO%events%' AND pid <> pg_backend_pid()",
-        )
-        .fetch_optional(store.pool())
-        .await
-        .expect("find victim");
-        if let Some(pid) = pid {
-            break pid;
-        }
-        assert!(
-            looking.elapsed() < Duration::from_secs(30),
-            "the append never waited on the unique key"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let pid = waiting_append_pid(&store).await;
     let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .fetch_one(store.pool())
@@ -374,25 +356,7 @@ async fn plain_sql_append_announces_its_bound_before_drawing() {
                 .await
         })
     };
-    let looking = Instant::now();
-    let pid = loop {
-        let pid: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock' \
-               AND query LIKE '%INSERT INTO%events%' AND pid <> pg_backend_pid()",
-        )
-        .fetch_optional(store.pool())
-        .await
-        .expect("find the waiting append");
-        if let Some(pid) = pid {
-            break pid;
-        }
-        assert!(
-            looking.elapsed() < Duration::from_secs(30),
-            "the append never waited on the unique key"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let pid = waiting_append_pid(&store).await;
     let bound: Option<i64> = sqlx::query_scalar(
         "SELECT ((classid::bigint & 16777215) << 32) | objid::bigint FROM pg_locks \
          WHERE locktype = 'advisory' AND objsubid = 2 AND (classid::bigint >> 24) = 69 \
@@ -423,4 +387,28 @@ async fn plain_sql_append_announces_its_bound_before_drawing() {
         all.iter().map(|e| e.position).collect::<Vec<_>>(),
         [recorded[0].position]
     );
+}
+
+/// The backend of an append of this database that waits on a lock inside its insert (found
+/// by polling `pg_stat_activity` for up to 30 s).
+async fn waiting_append_pid(store: &es_postgres::PostgresStore) -> i32 {
+    let looking = Instant::now();
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+               AND query LIKE '%INSERT INTO%events%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_optional(store.pool())
+        .await
+        .expect("find the waiting append");
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            looking.elapsed() < Duration::from_secs(30),
+            "the append never waited on the unique key"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use serde_json::value::{RawValue, to_raw_value};
 use uuid::Uuid;
 
-use crate::envelope::{NewEvent, RecordedEvent, Snapshot, StreamId};
+use crate::envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 use crate::error::Error;
 use crate::metadata::Metadata;
 use crate::store::{EventStore, EventStoreExt, ExpectedVersion, StreamQuery};
@@ -675,28 +675,20 @@ pub async fn load_stream_uses_matching_snapshot<S: EventStore>(store: S) {
     let (snapshot, rest) = store.load_stream(&s, Some(1)).await.expect("load");
     assert_eq!(snapshot.map(|x| x.version), Some(7));
     let stored = read(&store, &s).await;
+    let fields = |e: &ReplayEvent| {
+        (
+            e.version,
+            e.event_name.clone(),
+            e.schema_version,
+            e.payload.get().to_owned(),
+        )
+    };
     let expected: Vec<_> = stored[7..]
         .iter()
-        .map(|e| {
-            (
-                e.version,
-                e.event_name.clone(),
-                e.schema_version,
-                e.payload.get(),
-            )
-        })
+        .cloned()
+        .map(|e| fields(&ReplayEvent::from(e)))
         .collect();
-    let replayed: Vec<_> = rest
-        .iter()
-        .map(|e| {
-            (
-                e.version,
-                e.event_name.clone(),
-                e.schema_version,
-                e.payload.get(),
-            )
-        })
-        .collect();
+    let replayed: Vec<_> = rest.iter().map(fields).collect();
     assert_eq!(
         replayed, expected,
         "the events after the snapshot, as stored"
