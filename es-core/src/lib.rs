@@ -6,10 +6,17 @@
 //! - [`Event`] and [`EventSet`]: named, versioned events and the enum of an aggregate's events,
 //!   with upcasting of older schemas on read (`#[event]` implements them).
 //! - [`Aggregate`] and [`Apply`]: state as a fold of events (`#[derive(Aggregate)]`).
-//! - [`EventStore`]: streams with optimistic concurrency, idempotent appends, a global log that
-//!   never skips, snapshots and checkpoints; [`MemoryStore`] implements it in memory.
-//! - [`Repository`]: load, decide, append, retry; snapshots; temporal loads ([`AsOf`]).
-//! - [`Projection`] and [`ProjectionRunner`]: read models with checkpoints, catch-up and rebuild.
+//! - The store contract in four small traits: [`StreamStore`] (streams with optimistic
+//!   concurrency and idempotent appends), [`SnapshotStore`], [`GlobalLog`] (a global order that
+//!   never skips, filtered in the store, with live wake-ups) and [`CheckpointStore`];
+//!   [`EventStore`] is their union. [`MemoryStore`] implements them in memory; every store
+//!   applies the same input rules ([`Limits`]).
+//! - [`Repository`]: load, decide, append, retry; commands idempotent by [`CommandKey`]; a
+//!   bounded state cache; snapshots; temporal loads ([`AsOf`]).
+//! - The consumer runtime: an [`EventHandler`] run by a [`Consumer`] over the global log, for
+//!   read models, process managers and relays, with a [`Delivery`] that commits the
+//!   checkpoint at least once or with the handler's writes; leases, partitions, retries,
+//!   parked events and status.
 //! - [`testing::Scenario`]: given events, when a command, then events or an error.
 //!
 //! ```
@@ -52,25 +59,40 @@
 extern crate self as es_core;
 
 mod aggregate;
+mod checkpoint;
+mod command;
+mod consumer;
 mod envelope;
 mod error;
 mod event;
+mod json;
+mod lease;
+mod limits;
+mod log;
 mod memory;
 mod metadata;
-mod projection;
 mod repository;
 mod store;
 pub mod testing;
 
 pub use aggregate::{Aggregate, Apply};
+pub use checkpoint::{CheckpointStore, LocalCheckpoints, ParkedEvent, check_checkpoint};
+pub use command::CommandKey;
+pub use consumer::{
+    AnyEvent, AtLeastOnce, BatchError, Consumer, ConsumerHandle, ConsumerState, Delivery,
+    Envelope, EventHandler, LogEvent, Partition, PoisonPolicy, Progress, RetryPolicy, Status,
+};
 pub use envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 pub use error::{BoxError, Error};
 pub use event::{DecodeError, Event, EventSet, IntoEvents, decode_exact, decode_upcast};
+pub use json::{MAX_JSON_DEPTH, same_json};
+pub use lease::{Lease, Leases, LocalLeases};
+pub use limits::{Limits, MAX_ID_BYTES, MAX_NAME_BYTES, check_i64, check_name, check_stream};
+pub use log::{GlobalLog, GlobalLogExt, LogFilter, LogPage, Wakeup, WakeupSender};
 pub use memory::MemoryStore;
 pub use metadata::Metadata;
-pub use projection::{Progress, Projection, ProjectionRunner};
-pub use repository::{AsOf, Committed, ExecuteError, Loaded, Repository};
-pub use store::{EventStore, EventStoreExt, ExpectedVersion, StreamQuery, read_all_batches};
+pub use repository::{AsOf, Committed, DEFAULT_STATE_CACHE, ExecuteError, Loaded, Repository};
+pub use store::{EventStore, ExpectedVersion, SnapshotStore, StreamQuery, StreamStore};
 
 /// `#[event]`: makes a struct a stored, named, versioned [`Event`].
 #[cfg(feature = "derive")]
@@ -89,8 +111,9 @@ pub mod prelude {
     #[cfg(feature = "derive")]
     pub use crate::event;
     pub use crate::{
-        Aggregate, Apply, AsOf, Event, EventSet, EventStore, EventStoreExt, ExecuteError,
-        ExpectedVersion, MemoryStore, Metadata, RecordedEvent, Repository, StreamId, StreamQuery,
+        Aggregate, Apply, AsOf, CheckpointStore, CommandKey, Event, EventSet, EventStore,
+        ExecuteError, ExpectedVersion, GlobalLog, GlobalLogExt, MemoryStore, Metadata,
+        RecordedEvent, Repository, SnapshotStore, StreamId, StreamQuery, StreamStore,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -3,19 +3,26 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::checkpoint::{CheckpointStore, Local, ParkedEvent, check_checkpoint};
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot, StreamId};
 use crate::error::Error;
-use crate::store::{EventStore, ExpectedVersion, StreamQuery};
+use crate::lease::{Lease, Leases, LocalLeases};
+use crate::limits::{Limits, check_name, check_stream};
+use crate::log::{GlobalLog, LogFilter, LogPage, Wakeup, WakeupSender};
+use crate::store::{ExpectedVersion, SnapshotStore, StreamQuery, StreamStore};
 
-/// A thread-safe in-memory [`EventStore`]. Clones share the same data.
+/// A thread-safe in-memory [`EventStore`](crate::EventStore). Clones share the same data.
 ///
 /// Appends take a write lock, so positions are assigned in commit order and followers never
-/// see a gap. Payloads are stored encoded, exactly as a database would hold them, so schema
-/// evolution and decode errors behave as they do in production.
+/// see a gap; every append wakes followers ([`GlobalLog::wakeup`]). Payloads are stored
+/// encoded and checked by the same [`Limits`] as every other store, so schema evolution,
+/// decode errors and refusals behave as they do in production. It also offers
+/// single-active leases within the process ([`Leases`]).
 ///
 /// ```
 /// # futures::executor::block_on(async {
@@ -39,6 +46,9 @@ use crate::store::{EventStore, ExpectedVersion, StreamQuery};
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<RwLock<Inner>>,
+    wakeup: WakeupSender,
+    leases: LocalLeases,
+    limits: Limits,
 }
 
 #[derive(Debug, Default)]
@@ -50,13 +60,21 @@ struct Inner {
     /// Log index of every event id.
     ids: HashMap<Uuid, usize>,
     snapshots: HashMap<StreamId, Snapshot>,
-    checkpoints: HashMap<String, u64>,
+    consumers: Local,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store enforcing `limits` instead of the defaults.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
     }
 
     /// Number of events in the global log.
@@ -119,74 +137,56 @@ impl Inner {
     }
 }
 
-fn check_batch(events: &[NewEvent]) -> Result<(), Error> {
-    for (i, event) in events.iter().enumerate() {
-        if events[..i].iter().any(|e| e.event_id == event.event_id) {
-            return Err(Error::Invalid(format!(
-                "event id {} appears twice in one append",
-                event.event_id
-            )));
-        }
-    }
-    Ok(())
-}
-
-impl EventStore for MemoryStore {
+impl StreamStore for MemoryStore {
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        if events.len() <= 16 {
-            check_batch(&events)?;
-        } else {
-            let mut seen = std::collections::HashSet::with_capacity(events.len());
-            if let Some(dup) = events.iter().find(|e| !seen.insert(e.event_id)) {
-                return Err(Error::Invalid(format!(
-                    "event id {} appears twice in one append",
-                    dup.event_id
-                )));
+        self.limits.check_append(stream, expected, &mut events)?;
+        let recorded = {
+            let mut inner = self.write();
+            if let Some(stored) = inner.replayed_batch(stream, &events)? {
+                return Ok(stored);
             }
-        }
-        let mut inner = self.write();
-        if let Some(stored) = inner.replayed_batch(stream, &events)? {
-            return Ok(stored);
-        }
-        let actual = inner.stream_version(stream);
-        if !expected.accepts(actual) {
-            return Err(Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
-        }
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let recorded_at = Utc::now();
-        let first_index = inner.log.len();
-        let mut recorded = Vec::with_capacity(events.len());
-        for (offset, event) in events.into_iter().enumerate() {
-            recorded.push(event.into_recorded(
-                stream.clone(),
-                actual + offset as u64 + 1,
-                (first_index + offset) as u64 + 1,
-                recorded_at,
-            ));
-        }
-        let Inner {
-            log, streams, ids, ..
-        } = &mut *inner;
-        let indices = match streams.entry(stream.clone()) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(Vec::new()),
+            let actual = inner.stream_version(stream);
+            if !expected.accepts(actual) {
+                return Err(Error::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                });
+            }
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            let recorded_at = Utc::now();
+            let first_index = inner.log.len();
+            let mut recorded = Vec::with_capacity(events.len());
+            for (offset, event) in events.into_iter().enumerate() {
+                recorded.push(event.into_recorded(
+                    stream.clone(),
+                    actual + offset as u64 + 1,
+                    (first_index + offset) as u64 + 1,
+                    recorded_at,
+                ));
+            }
+            let Inner {
+                log, streams, ids, ..
+            } = &mut *inner;
+            let indices = match streams.entry(stream.clone()) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert(Vec::new()),
+            };
+            for (offset, event) in recorded.iter().enumerate() {
+                indices.push(first_index + offset);
+                ids.insert(event.event_id, first_index + offset);
+            }
+            log.extend(recorded.iter().cloned());
+            recorded
         };
-        for (offset, event) in recorded.iter().enumerate() {
-            indices.push(first_index + offset);
-            ids.insert(event.event_id, first_index + offset);
-        }
-        log.extend(recorded.iter().cloned());
+        self.wakeup.notify();
         Ok(recorded)
     }
 
@@ -216,24 +216,19 @@ impl EventStore for MemoryStore {
         Ok(self.read().stream_version(stream))
     }
 
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, Error> {
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, Error> {
         let inner = self.read();
-        let start = usize::try_from(after)
-            .unwrap_or(usize::MAX)
-            .min(inner.log.len());
-        let end = start.saturating_add(limit).min(inner.log.len());
-        Ok(inner.log[start..end].to_vec())
+        Ok(inner.ids.get(&event_id).map(|&i| inner.log[i].clone()))
     }
+}
 
-    async fn head_position(&self) -> Result<u64, Error> {
-        Ok(self.read().log.len() as u64)
-    }
-
+impl SnapshotStore for MemoryStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, Error> {
         Ok(self.read().snapshots.get(stream).cloned())
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {
+    async fn save_snapshot(&self, mut snapshot: Snapshot) -> Result<(), Error> {
+        self.limits.check_snapshot(&mut snapshot)?;
         let mut inner = self.write();
         match inner.snapshots.entry(snapshot.stream.clone()) {
             Entry::Occupied(mut o) => {
@@ -250,13 +245,91 @@ impl EventStore for MemoryStore {
         }
         Ok(())
     }
+}
 
+impl GlobalLog for MemoryStore {
+    async fn read_log(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &LogFilter,
+    ) -> Result<LogPage, Error> {
+        let inner = self.read();
+        let len = inner.log.len();
+        let end = filter
+            .before_position
+            .map_or(len, |before| {
+                usize::try_from(before.saturating_sub(1)).unwrap_or(usize::MAX).min(len)
+            });
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(end);
+        if limit == 0 {
+            return Ok(LogPage {
+                events: Vec::new(),
+                scanned_to: after,
+            });
+        }
+        let mut events = Vec::new();
+        let mut scanned_to = end as u64;
+        for event in &inner.log[start..end] {
+            if filter.matches(event) {
+                events.push(event.clone());
+                if events.len() == limit {
+                    scanned_to = event.position;
+                    break;
+                }
+            }
+        }
+        Ok(LogPage {
+            events,
+            scanned_to: scanned_to.max(after),
+        })
+    }
+
+    async fn head_position(&self) -> Result<u64, Error> {
+        Ok(self.read().log.len() as u64)
+    }
+
+    fn wakeup(&self) -> Wakeup {
+        self.wakeup.subscribe(Duration::from_secs(1))
+    }
+}
+
+impl CheckpointStore for MemoryStore {
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, Error> {
-        Ok(self.read().checkpoints.get(name).copied())
+        check_name(name, "consumer name")?;
+        Ok(self.read().consumers.checkpoints.get(name).copied())
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), Error> {
-        self.write().checkpoints.insert(name.to_owned(), position);
+        check_checkpoint(name, position)?;
+        self.write()
+            .consumers
+            .checkpoints
+            .insert(name.to_owned(), position);
         Ok(())
+    }
+
+    async fn park(&self, consumer: &str, parked: &ParkedEvent) -> Result<(), Error> {
+        check_checkpoint(consumer, parked.position)?;
+        check_stream(&parked.stream)?;
+        self.write().consumers.park(consumer, parked);
+        Ok(())
+    }
+
+    async fn parked(&self, consumer: &str) -> Result<Vec<ParkedEvent>, Error> {
+        Ok(self.read().consumers.parked(consumer))
+    }
+
+    async fn unpark(&self, consumer: &str, position: u64) -> Result<bool, Error> {
+        Ok(self.write().consumers.unpark(consumer, position))
+    }
+}
+
+impl Leases for MemoryStore {
+    fn try_acquire<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Lease>, Error>> {
+        self.leases.try_acquire(name)
     }
 }

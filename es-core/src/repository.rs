@@ -1,18 +1,24 @@
 //! `Repository`: load an aggregate, decide, append, retry on conflict, snapshot.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 use crate::aggregate::Aggregate;
+use crate::command::CommandKey;
 use crate::envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 use crate::error::Error;
-use crate::event::IntoEvents;
+use crate::event::{EventSet, IntoEvents};
+use crate::limits::check_stream;
 use crate::metadata::Metadata;
-use crate::store::{EventStore, ExpectedVersion, StreamQuery};
+use crate::store::{ExpectedVersion, SnapshotStore, StreamQuery};
+
+/// How many aggregates a repository keeps in its state cache unless told otherwise.
+pub const DEFAULT_STATE_CACHE: usize = 4096;
 
 /// An aggregate's state together with the stream version it reflects.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +84,15 @@ impl<E> ExecuteError<E> {
 
 /// Loads and changes aggregates of type `A` stored in `S`.
 ///
+/// Commands are idempotent by key: [`Repository::execute_once`] derives the ids of the events
+/// it appends from a [`CommandKey`], so a retry after an ambiguous failure returns the first
+/// outcome instead of appending again.
+///
+/// A bounded state cache is on by default ([`DEFAULT_STATE_CACHE`] aggregates, least recently
+/// used evicted first): a command on a cached aggregate appends at the cached version without
+/// reading the stream, in one round trip. It stays correct when other processes write: their
+/// events make the append conflict, and the command is decided again on the fresh state.
+///
 /// ```
 /// # futures::executor::block_on(async {
 /// use es_core::prelude::*;
@@ -94,7 +109,11 @@ impl<E> ExecuteError<E> {
 /// }
 ///
 /// let counters = Repository::<Counter, _>::new(MemoryStore::new());
-/// counters.execute("c-1", Metadata::by_user("u-1"), |_| Ok::<_, std::convert::Infallible>(Incremented { by: 2 })).await.unwrap();
+/// let key = CommandKey::from_text("request-1");
+/// let first = counters.execute_once("c-1", key, Metadata::by_user("u-1"), |_| Ok::<_, std::convert::Infallible>(Incremented { by: 2 })).await.unwrap();
+/// // The client did not hear back and retries with the same key: nothing is appended twice.
+/// let retry = counters.execute_once("c-1", key, Metadata::by_user("u-1"), |_| Ok::<_, std::convert::Infallible>(Incremented { by: 2 })).await.unwrap();
+/// assert_eq!(first.events[0].event_id, retry.events[0].event_id);
 /// let loaded = counters.load("c-1").await.unwrap();
 /// assert_eq!((loaded.total, loaded.version), (2, 1));
 /// # });
@@ -117,13 +136,14 @@ impl<A, S: Clone> Clone for Repository<A, S> {
     }
 }
 
-impl<A: Aggregate, S: EventStore> Repository<A, S> {
-    /// A repository with 5 retries on conflict and no state cache.
+impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
+    /// A repository with 5 retries on conflict and a state cache of
+    /// [`DEFAULT_STATE_CACHE`] aggregates.
     pub fn new(store: S) -> Self {
         Self {
             store,
             max_retries: 5,
-            cache: None,
+            cache: Some(Arc::new(StateCache::new(DEFAULT_STATE_CACHE))),
             _aggregate: PhantomData,
         }
     }
@@ -134,14 +154,18 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         self
     }
 
-    /// Keeps up to `capacity` aggregates' state in memory between commands. A command on a
-    /// cached aggregate appends at the cached version without reading the stream first; if
-    /// another writer got there first, the append conflicts, the missing events are read and
-    /// applied, and the command is decided again. Rejections are checked against the stream's
-    /// current version, so a stale cache never refuses a command the real state allows.
+    /// Keeps up to `capacity` aggregates' state in memory between commands (least recently
+    /// used evicted first); 0 turns the cache off. Rejections and empty decisions taken on a
+    /// cached state are checked against the stream's current version, so a stale cache never
+    /// refuses a command the real state allows.
     pub fn with_state_cache(mut self, capacity: usize) -> Self {
-        self.cache = Some(Arc::new(StateCache::new(capacity)));
+        self.cache = (capacity > 0).then(|| Arc::new(StateCache::new(capacity)));
         self
+    }
+
+    /// Turns the state cache off: every command reads the stream first.
+    pub fn without_state_cache(self) -> Self {
+        self.with_state_cache(0)
     }
 
     /// The underlying store.
@@ -157,8 +181,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// The current state: the latest usable snapshot plus the events after it.
     pub async fn load(&self, id: &str) -> Result<Loaded<A>, Error> {
         let stream = self.stream_id(id);
+        check_stream(&stream)?;
+        self.load_stream(&stream).await
+    }
+
+    async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
         let state_version = A::SNAPSHOT_EVERY.map(|_| A::STATE_VERSION);
-        let (snapshot, events) = self.store.load_stream(&stream, state_version).await?;
+        let (snapshot, events) = self.store.load_stream(stream, state_version).await?;
         let mut loaded = match snapshot.as_ref().map(restore::<A>) {
             Some(Some(restored)) => restored,
             Some(None) => {
@@ -167,7 +196,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     state: A::default(),
                     version: 0,
                 };
-                let events = self.store.read_stream(&stream, &StreamQuery::all()).await?;
+                let events = self.store.read_stream(stream, &StreamQuery::all()).await?;
                 apply_recorded(&mut loaded, &events)?;
                 return Ok(loaded);
             }
@@ -176,7 +205,20 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 version: 0,
             },
         };
-        apply_replayed(&mut loaded, &stream, &events)?;
+        if let (Some(snapshot), Some(first)) = (&snapshot, events.first())
+            && first.version != snapshot.version + 1
+        {
+            // A snapshot taken beyond the stream (restored from a backup, say) is not trusted.
+            tracing::warn!(%stream, snapshot = snapshot.version, "snapshot does not meet its stream; replaying all events");
+            loaded = Loaded {
+                state: A::default(),
+                version: 0,
+            };
+            let events = self.store.read_stream(stream, &StreamQuery::all()).await?;
+            apply_recorded(&mut loaded, &events)?;
+            return Ok(loaded);
+        }
+        apply_replayed(&mut loaded, stream, &events)?;
         Ok(loaded)
     }
 
@@ -184,6 +226,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// the current state.
     pub async fn load_as_of(&self, id: &str, as_of: AsOf) -> Result<Loaded<A>, Error> {
         let stream = self.stream_id(id);
+        check_stream(&stream)?;
         let mut loaded = Loaded {
             state: A::default(),
             version: 0,
@@ -198,7 +241,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 {
                     loaded = restored;
                 }
-                StreamQuery::from(loaded.version + 1..=version)
+                StreamQuery::from(loaded.version.saturating_add(1)..=version)
             }
             AsOf::Time(time) => StreamQuery::all().until(time),
         };
@@ -209,18 +252,61 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 
     /// The aggregate's history: every stored event, oldest first.
     pub async fn history(&self, id: &str) -> Result<Vec<RecordedEvent>, Error> {
-        self.store
-            .read_stream(&self.stream_id(id), &StreamQuery::all())
-            .await
+        let stream = self.stream_id(id);
+        check_stream(&stream)?;
+        self.store.read_stream(&stream, &StreamQuery::all()).await
     }
 
-    /// Runs a command: loads the aggregate, lets `decide` choose the events (or refuse),
-    /// appends them at the loaded version, and on a conflict reloads and decides again, up to
-    /// the configured number of retries. Events carry `metadata` (see
-    /// [`Metadata::for_events`]). Takes a snapshot when one is due.
+    /// Runs a command under a fresh [`CommandKey`]: loads the aggregate (or takes it from the
+    /// cache), lets `decide` choose the events (or refuse), appends them at the loaded
+    /// version, and on a conflict reloads and decides again, up to the configured number of
+    /// retries. Events carry `metadata` (see [`Metadata::for_events`]). Takes a snapshot when
+    /// one is due.
+    ///
+    /// A command that may be retried after an ambiguous failure (a timeout, a lost connection,
+    /// a client that retries) should use [`Repository::execute_once`] with a key the retry
+    /// will carry too.
     pub async fn execute<R, E, F>(
         &self,
         id: &str,
+        metadata: Metadata,
+        decide: F,
+    ) -> Result<Committed, ExecuteError<E>>
+    where
+        F: FnMut(&A) -> Result<R, E> + Send,
+        R: IntoEvents<A::Event>,
+    {
+        self.run(id, CommandKey::new(), true, metadata, decide)
+            .await
+    }
+
+    /// Runs a command at most once per `key`, like [`Repository::execute`] otherwise.
+    ///
+    /// The ids of the events it appends derive from `key` ([`CommandKey::event_id`]). If a
+    /// command with this key already committed (in this process or another), the events it
+    /// stored are returned as its outcome and nothing is appended, even if `decide` would now
+    /// decide otherwise or refuse. If the outcome of the append cannot be known (the
+    /// connection died around the commit), the error is [`Error::OutcomeUnknown`]: call again
+    /// with the same key.
+    pub async fn execute_once<R, E, F>(
+        &self,
+        id: &str,
+        key: CommandKey,
+        metadata: Metadata,
+        decide: F,
+    ) -> Result<Committed, ExecuteError<E>>
+    where
+        F: FnMut(&A) -> Result<R, E> + Send,
+        R: IntoEvents<A::Event>,
+    {
+        self.run(id, key, false, metadata, decide).await
+    }
+
+    async fn run<R, E, F>(
+        &self,
+        id: &str,
+        key: CommandKey,
+        fresh_key: bool,
         metadata: Metadata,
         mut decide: F,
     ) -> Result<Committed, ExecuteError<E>>
@@ -229,64 +315,136 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         R: IntoEvents<A::Event>,
     {
         let stream = self.stream_id(id);
-        let metadata = metadata.for_events();
-        let (mut current, mut fresh) = match self.cache.as_ref().and_then(|c| c.take(id)) {
-            Some(cached) => (cached, false),
-            None => (self.load(id).await?, true),
-        };
-        let mut retries_left = self.max_retries;
-        loop {
-            let events = match decide(&current.state) {
-                Ok(decided) => decided.into_events(),
-                Err(rejection) => {
+        let span = tracing::debug_span!("execute", %stream, %key, version = tracing::field::Empty, retries = 0u32);
+        async {
+            check_stream(&stream)?;
+            let metadata = metadata.for_events();
+            let (mut current, mut fresh) = match self.cache.as_ref().and_then(|c| c.take(id)) {
+                Some(cached) => (cached, false),
+                None => (self.load_stream(&stream).await?, true),
+            };
+            let mut retries = 0u32;
+            loop {
+                let events = match decide(&current.state) {
+                    Ok(decided) => decided.into_events(),
+                    Err(rejection) => {
+                        if !fresh && self.catch_up(&stream, &mut current).await? > 0 {
+                            fresh = true;
+                            continue;
+                        }
+                        if !fresh_key && let Some(done) = self.first_outcome(&stream, key).await? {
+                            return Ok(done);
+                        }
+                        self.cache_put(id, current);
+                        return Err(ExecuteError::Rejected(rejection));
+                    }
+                };
+                if events.is_empty() {
                     if !fresh && self.catch_up(&stream, &mut current).await? > 0 {
                         fresh = true;
                         continue;
                     }
-                    self.cache_put(id, current);
-                    return Err(ExecuteError::Rejected(rejection));
-                }
-            };
-            if events.is_empty() {
-                let version = current.version;
-                self.cache_put(id, current);
-                return Ok(Committed {
-                    version,
-                    events: Vec::new(),
-                });
-            }
-            let new_events = events
-                .iter()
-                .map(|e| NewEvent::from_set(e, metadata.clone()))
-                .collect::<Result<Vec<_>, _>>()?;
-            match self
-                .store
-                .append(&stream, ExpectedVersion::Exact(current.version), new_events)
-                .await
-            {
-                Ok(recorded) => {
-                    let before = current.version;
-                    for event in &events {
-                        current.state.apply_event(event);
+                    if !fresh_key && let Some(done) = self.first_outcome(&stream, key).await? {
+                        return Ok(done);
                     }
-                    current.version += events.len() as u64;
-                    self.snapshot_if_due(&stream, before, &current).await;
                     let version = current.version;
                     self.cache_put(id, current);
                     return Ok(Committed {
                         version,
-                        events: recorded,
+                        events: Vec::new(),
                     });
                 }
-                Err(Error::Conflict { .. }) if retries_left > 0 => {
-                    retries_left -= 1;
-                    tracing::debug!(%stream, retries_left, "conflict, deciding again on fresh state");
-                    self.catch_up(&stream, &mut current).await?;
-                    fresh = true;
+                let new_events = events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        NewEvent::from_set(e, metadata.clone()).map(|n| n.with_id(key.event_id(&stream, i)))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let sent_lengths: Vec<usize> =
+                    new_events.iter().map(|e| e.payload.get().len()).collect();
+                match self
+                    .store
+                    .append(&stream, ExpectedVersion::Exact(current.version), new_events)
+                    .await
+                {
+                    Ok(recorded) => {
+                        tracing::Span::current().record("version", recorded.last().map_or(0, |e| e.version));
+                        let landed_here = recorded.len() == events.len()
+                            && recorded.first().map(|e| e.version) == Some(current.version + 1);
+                        if !landed_here {
+                            // Stored before by an earlier run of this command, elsewhere in the
+                            // stream: the first outcome stands and the cached state is unknown.
+                            return Ok(Committed {
+                                version: recorded.last().map_or(current.version, |e| e.version),
+                                events: recorded,
+                            });
+                        }
+                        let before = current.version;
+                        apply_committed(&mut current, &stream, &events, &recorded, &sent_lengths)?;
+                        self.snapshot_if_due(&stream, before, &current).await;
+                        let version = current.version;
+                        self.cache_put(id, current);
+                        return Ok(Committed {
+                            version,
+                            events: recorded,
+                        });
+                    }
+                    Err(Error::Conflict { .. }) if retries < self.max_retries => {
+                        retries += 1;
+                        tracing::Span::current().record("retries", retries);
+                        tracing::debug!(%stream, retries, "conflict, deciding again on fresh state");
+                        self.catch_up(&stream, &mut current).await?;
+                        fresh = true;
+                    }
+                    Err(Error::DuplicateEventId { .. }) if !fresh_key => {
+                        // This key committed before with other content (the state moved on and
+                        // the command now decides differently): the first outcome stands.
+                        if let Some(done) = self.first_outcome(&stream, key).await? {
+                            return Ok(done);
+                        }
+                        return Err(ExecuteError::Store(Error::Invalid(format!(
+                            "command key {key} collides with events of another command"
+                        ))));
+                    }
+                    Err(error @ Error::OutcomeUnknown(_)) => return Err(error.into()),
+                    Err(error) => {
+                        self.cache_put(id, current);
+                        return Err(error.into());
+                    }
                 }
-                Err(error) => return Err(error.into()),
             }
         }
+        .instrument(span)
+        .await
+    }
+
+    /// The events a command with `key` stored in `stream`, if it ran before.
+    async fn first_outcome(
+        &self,
+        stream: &StreamId,
+        key: CommandKey,
+    ) -> Result<Option<Committed>, Error> {
+        let Some(first) = self.store.read_event(key.event_id(stream, 0)).await? else {
+            return Ok(None);
+        };
+        if first.stream != *stream {
+            return Ok(None);
+        }
+        let following = self
+            .store
+            .read_stream(stream, &StreamQuery::from(first.version..))
+            .await?;
+        let events: Vec<RecordedEvent> = following
+            .into_iter()
+            .enumerate()
+            .take_while(|(i, e)| e.event_id == key.event_id(stream, *i))
+            .map(|(_, e)| e)
+            .collect();
+        Ok(Some(Committed {
+            version: events.last().map_or(first.version, |e| e.version),
+            events,
+        }))
     }
 
     /// Applies the events stored after `current.version`; returns how many there were.
@@ -332,6 +490,38 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             cache.put(id, loaded);
         }
     }
+}
+
+/// Applies what an append committed. The decided events are applied as they are, unless the
+/// store rewrote a payload on its way in (negative zero; see [`crate::Limits`]): then the
+/// stored payload is decoded, so the state equals what a replay gives.
+fn apply_committed<A: Aggregate>(
+    current: &mut Loaded<A>,
+    stream: &StreamId,
+    decided: &[A::Event],
+    recorded: &[RecordedEvent],
+    sent_lengths: &[usize],
+) -> Result<(), Error> {
+    for ((event, stored), sent) in decided.iter().zip(recorded).zip(sent_lengths) {
+        if stored.payload.get().len() == *sent {
+            current.state.apply_event(event);
+        } else {
+            let decoded: A::Event = <A::Event as EventSet>::decode(
+                &stored.event_name,
+                stored.schema_version,
+                &stored.payload,
+            )
+            .map_err(|source| Error::Decode {
+                stream: stream.clone(),
+                version: stored.version,
+                event_name: stored.event_name.clone(),
+                source,
+            })?;
+            current.state.apply_event(&decoded);
+        }
+        current.version = stored.version;
+    }
+    Ok(())
 }
 
 /// Decodes a snapshot written by this code's state version. `None` (replay from the start)
@@ -389,35 +579,71 @@ fn check_next<A>(loaded: &Loaded<A>, stream: &StreamId, version: u64) -> Result<
     )))
 }
 
-/// A bounded map of aggregate states, checked out while a command runs.
+/// A bounded map of aggregate states, checked out while a command runs; the least recently
+/// used entry is evicted first.
 struct StateCache<A> {
     capacity: usize,
-    entries: Mutex<HashMap<String, Loaded<A>>>,
+    inner: Mutex<CacheInner<A>>,
+}
+
+struct CacheInner<A> {
+    entries: HashMap<String, (Loaded<A>, u64)>,
+    /// Entries by the tick of their last use.
+    order: BTreeMap<u64, String>,
+    tick: u64,
 }
 
 impl<A> StateCache<A> {
     fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            entries: Mutex::new(HashMap::new()),
+            inner: Mutex::new(CacheInner {
+                entries: HashMap::new(),
+                order: BTreeMap::new(),
+                tick: 0,
+            }),
         }
     }
 
     fn take(&self, id: &str) -> Option<Loaded<A>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id)
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let (loaded, tick) = inner.entries.remove(id)?;
+        inner.order.remove(&tick);
+        Some(loaded)
     }
 
     fn put(&self, id: &str, loaded: Loaded<A>) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= self.capacity
-            && !entries.contains_key(id)
-            && let Some(evict) = entries.keys().next().cloned()
-        {
-            entries.remove(&evict);
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.tick += 1;
+        let tick = inner.tick;
+        if let Some((_, old)) = inner.entries.insert(id.to_owned(), (loaded, tick)) {
+            inner.order.remove(&old);
         }
-        entries.insert(id.to_owned(), loaded);
+        inner.order.insert(tick, id.to_owned());
+        while inner.entries.len() > self.capacity {
+            let Some((_, evicted)) = inner.order.pop_first() else {
+                break;
+            };
+            inner.entries.remove(&evicted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_evicts_the_least_recently_used() {
+        let cache = StateCache::<()>::new(2);
+        let entry = |version| Loaded { state: (), version };
+        cache.put("a", entry(1));
+        cache.put("b", entry(2));
+        let a = cache.take("a").expect("a is cached");
+        cache.put("a", a);
+        cache.put("c", entry(3));
+        assert!(cache.take("b").is_none(), "b was used least recently");
+        assert_eq!(cache.take("a").map(|l| l.version), Some(1));
+        assert_eq!(cache.take("c").map(|l| l.version), Some(3));
     }
 }

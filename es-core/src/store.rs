@@ -1,15 +1,19 @@
-//! The `EventStore` contract every backend keeps (see the crate docs for the semantics).
+//! The store contract every backend keeps: streams and snapshots here, the global log in
+//! [`crate::log`], checkpoints in [`crate::checkpoint`], and [`EventStore`], their union.
 
 use std::fmt;
 use std::future::Future;
 use std::ops::{Bound, RangeBounds};
 
-use chrono::{DateTime, Utc};
-use futures::Stream;
-use futures::stream::{self, BoxStream, StreamExt};
+use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::checkpoint::CheckpointStore;
 use crate::envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 use crate::error::Error;
+use crate::log::GlobalLog;
 
 /// What an append expects of the stream before it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -136,20 +140,20 @@ impl<R: RangeBounds<u64>> From<R> for StreamQuery {
     }
 }
 
-/// A durable, ordered log of events in streams, with snapshots and projection checkpoints.
+/// Streams: append with optimistic concurrency, read back, look up.
 ///
-/// Semantics every implementation keeps (and the `testing` feature's conformance suite checks):
-/// - stream versions start at 1 and have no gaps; appends are all-or-nothing;
+/// Semantics every implementation keeps (the `testing` feature's conformance suite checks
+/// them):
+/// - stream versions start at 1 and have no gaps; an append is all or nothing;
 /// - an append whose [`ExpectedVersion`] does not hold fails with [`Error::Conflict`] and
 ///   writes nothing;
-/// - appending events whose ids are already stored with the same content returns the stored
-///   events and writes nothing; the same id with other content is [`Error::DuplicateEventId`];
-/// - [`EventStore::read_all`] returns events in global position order and never skips an event
-///   that commits later with a lower position.
-/// - Positions strictly increase along the log but may skip numbers (a backend that draws them
-///   from a database sequence loses the ones of rolled-back appends). Count events, not
-///   position differences.
-pub trait EventStore: Clone + Send + Sync + 'static {
+/// - appending events whose ids are already stored with the same content (compared by JSON
+///   value) returns the events as first stored, whatever the expected version, and writes
+///   nothing; the same id with other content is [`Error::DuplicateEventId`];
+/// - input is checked by [`Limits`](crate::Limits) before any I/O, the same way on every
+///   store;
+/// - a dropped append future leaves the append committed whole or not at all.
+pub trait StreamStore: Send + Sync {
     /// Appends `events` to `stream` atomically if `expected` holds, returning them as recorded.
     fn append(
         &self,
@@ -168,18 +172,15 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// The stream's current version (0 when it has no events).
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, Error>> + Send;
 
-    /// Up to `limit` events of the global log with position greater than `after`, in position
-    /// order. Returns only events a follower may safely consume: no event with a lower position
-    /// may still appear later.
-    fn read_all(
+    /// The stored event with this id, if any.
+    fn read_event(
         &self,
-        after: u64,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, Error>> + Send;
+        event_id: Uuid,
+    ) -> impl Future<Output = Result<Option<RecordedEvent>, Error>> + Send;
+}
 
-    /// The highest position [`EventStore::read_all`] can currently return (0 when empty).
-    fn head_position(&self) -> impl Future<Output = Result<u64, Error>> + Send;
-
+/// Snapshots of aggregate state, and the load that combines a snapshot with the events after it.
+pub trait SnapshotStore: StreamStore {
     /// The latest snapshot of `stream`, if any.
     fn load_snapshot(
         &self,
@@ -187,22 +188,11 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Snapshot>, Error>> + Send;
 
     /// Stores a snapshot unless a newer one is stored: newer means a higher state version, or
-    /// the same state version at a higher stream version. So a deploy that changes the state's
-    /// shape can snapshot at once, and old code still running never overwrites its snapshots.
+    /// the same state version at a higher stream version (a tie replaces). So a deploy that
+    /// changes the state's shape can snapshot at once, and old code still running never
+    /// overwrites its snapshots. A snapshot newer than its stream is stored as given: it is a
+    /// cache, and the repository never trusts it beyond the stream.
     fn save_snapshot(&self, snapshot: Snapshot) -> impl Future<Output = Result<(), Error>> + Send;
-
-    /// The last position projection `name` has processed, if it ever ran.
-    fn load_checkpoint(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<u64>, Error>> + Send;
-
-    /// Records that projection `name` processed everything up to `position`.
-    fn save_checkpoint(
-        &self,
-        name: &str,
-        position: u64,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// A snapshot (if one with `state_version` exists) and the events after it: everything a
     /// repository needs to load an aggregate, without the envelopes it does not need.
@@ -230,50 +220,73 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     }
 }
 
-/// Extension methods available on every [`EventStore`].
-pub trait EventStoreExt: EventStore {
-    /// The global log from `after` (exclusive) to the head as it was when the stream reached it,
-    /// fetched in batches of `batch_size`, so that a long scan never sits in memory.
-    fn stream_all(
-        &self,
-        after: u64,
-        batch_size: usize,
-    ) -> BoxStream<'static, Result<RecordedEvent, Error>> {
-        read_all_batches(self.clone(), after, batch_size)
-            .map(|batch| match batch {
-                Ok(events) => stream::iter(events.into_iter().map(Ok)).left_stream(),
-                Err(e) => stream::iter([Err(e)]).right_stream(),
-            })
-            .flatten()
-            .boxed()
-    }
-}
+/// A complete event store: streams, snapshots, the global log and consumer checkpoints.
+///
+/// Implemented automatically for every type that implements the four parts. The repository
+/// needs only [`SnapshotStore`] (which includes [`StreamStore`]); the consumer runtime needs
+/// only [`GlobalLog`] and [`CheckpointStore`]; so a decorator implements only what it changes.
+pub trait EventStore: SnapshotStore + GlobalLog + CheckpointStore {}
 
-impl<S: EventStore> EventStoreExt for S {}
+impl<T: SnapshotStore + GlobalLog + CheckpointStore> EventStore for T {}
 
-/// The global log from `after` in batches of at most `batch_size`, ending at the first empty
-/// batch. Stops after the first error.
-pub fn read_all_batches<S: EventStore>(
-    store: S,
-    after: u64,
-    batch_size: usize,
-) -> impl Stream<Item = Result<Vec<RecordedEvent>, Error>> + Send + 'static {
-    let batch_size = batch_size.max(1);
-    stream::unfold(Some(after), move |cursor| {
-        let store = store.clone();
-        async move {
-            let after = cursor?;
-            match store.read_all(after, batch_size).await {
-                Ok(events) if events.is_empty() => None,
-                Ok(events) => {
-                    let next = events.last().map_or(after, |e| e.position);
-                    Some((Ok(events), Some(next)))
-                }
-                Err(e) => Some((Err(e), None)),
+macro_rules! forward_stream_store {
+    ($($ty:ty),*) => {$(
+        impl<T: StreamStore + ?Sized> StreamStore for $ty {
+            fn append(
+                &self,
+                stream: &StreamId,
+                expected: ExpectedVersion,
+                events: Vec<NewEvent>,
+            ) -> impl Future<Output = Result<Vec<RecordedEvent>, Error>> + Send {
+                (**self).append(stream, expected, events)
+            }
+            fn read_stream(
+                &self,
+                stream: &StreamId,
+                query: &StreamQuery,
+            ) -> impl Future<Output = Result<Vec<RecordedEvent>, Error>> + Send {
+                (**self).read_stream(stream, query)
+            }
+            fn stream_version(
+                &self,
+                stream: &StreamId,
+            ) -> impl Future<Output = Result<u64, Error>> + Send {
+                (**self).stream_version(stream)
+            }
+            fn read_event(
+                &self,
+                event_id: Uuid,
+            ) -> impl Future<Output = Result<Option<RecordedEvent>, Error>> + Send {
+                (**self).read_event(event_id)
             }
         }
-    })
+
+        impl<T: SnapshotStore + ?Sized> SnapshotStore for $ty {
+            fn load_snapshot(
+                &self,
+                stream: &StreamId,
+            ) -> impl Future<Output = Result<Option<Snapshot>, Error>> + Send {
+                (**self).load_snapshot(stream)
+            }
+            fn save_snapshot(
+                &self,
+                snapshot: Snapshot,
+            ) -> impl Future<Output = Result<(), Error>> + Send {
+                (**self).save_snapshot(snapshot)
+            }
+            fn load_stream(
+                &self,
+                stream: &StreamId,
+                state_version: Option<u32>,
+            ) -> impl Future<Output = Result<(Option<Snapshot>, Vec<ReplayEvent>), Error>> + Send
+            {
+                (**self).load_stream(stream, state_version)
+            }
+        }
+    )*};
 }
+
+forward_stream_store!(&T, Arc<T>);
 
 #[cfg(test)]
 mod tests {

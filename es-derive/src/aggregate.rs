@@ -37,6 +37,7 @@ fn generate(agg: &Aggregate<'_>) -> TokenStream {
     let event_enum = event_enum(agg, &events);
     let event_set = event_set_impl(agg);
     let aggregate = aggregate_impl(agg);
+    let log_event = log_event_impl(agg);
     let distinct = distinct_names(agg);
     quote! {
         #event_enum
@@ -44,8 +45,35 @@ fn generate(agg: &Aggregate<'_>) -> TokenStream {
         const _: () = {
             #event_set
             #aggregate
+            #log_event
             #distinct
         };
+    }
+}
+
+/// `impl LogEvent`: the consumer runtime reads the events of this aggregate type.
+fn log_event_impl(agg: &Aggregate<'_>) -> TokenStream {
+    let ident = agg.ident;
+    let event_enum = &agg.event_enum;
+    let krate = &agg.krate;
+    let private = quote!(#krate::__private);
+    quote! {
+        #[automatically_derived]
+        impl #krate::LogEvent for #event_enum {
+            fn filter() -> #krate::LogFilter {
+                #krate::LogFilter::all().aggregate_types([<#ident as #krate::Aggregate>::TYPE])
+            }
+
+            fn from_record(
+                record: &#krate::RecordedEvent,
+            ) -> #private::Option<#private::Result<Self, #krate::Error>> {
+                if record.stream.aggregate_type == <#ident as #krate::Aggregate>::TYPE {
+                    #private::Option::Some(record.decode::<Self>())
+                } else {
+                    #private::Option::None
+                }
+            }
+        }
     }
 }
 
@@ -330,6 +358,18 @@ fn fallback(agg: &Aggregate<'_>) -> TokenStream {
                 const TYPE: &'static str = #name;
                 type Event = #event_enum;
                 fn apply_event(&mut self, _: &Self::Event) {
+                    ::core::unreachable!()
+                }
+            }
+
+            #[automatically_derived]
+            impl #krate::LogEvent for #event_enum {
+                fn filter() -> #krate::LogFilter {
+                    ::core::unreachable!()
+                }
+                fn from_record(
+                    _: &#krate::RecordedEvent,
+                ) -> #private::Option<#private::Result<Self, #krate::Error>> {
                     ::core::unreachable!()
                 }
             }

@@ -21,7 +21,8 @@ use uuid::Uuid;
 use crate::envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 use crate::error::Error;
 use crate::metadata::Metadata;
-use crate::store::{EventStore, EventStoreExt, ExpectedVersion, StreamQuery};
+use crate::log::{GlobalLogExt, LogFilter};
+use crate::store::{EventStore, ExpectedVersion, StreamQuery};
 
 /// Generates one `#[tokio::test]` per conformance case, each on the store `$fresh` evaluates
 /// to (the expression may `.await`). The calling crate needs tokio with `macros` and
@@ -127,7 +128,7 @@ fn assert_conflict(
 }
 
 /// The first append to a stream gets version 1 and a position, and is readable back.
-pub async fn append_to_new_stream_starts_at_version_one<S: EventStore>(store: S) {
+pub async fn append_to_new_stream_starts_at_version_one<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("new");
     let recorded = store
         .append(&s, ExpectedVersion::NoStream, vec![event("Opened", 1)])
@@ -143,7 +144,7 @@ pub async fn append_to_new_stream_starts_at_version_one<S: EventStore>(store: S)
 }
 
 /// Versions continue 1, 2, 3, … across appends of different sizes.
-pub async fn versions_are_gapless_across_appends<S: EventStore>(store: S) {
+pub async fn versions_are_gapless_across_appends<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("gapless");
     store
         .append(&s, ExpectedVersion::NoStream, events("E", 1, 3))
@@ -165,7 +166,7 @@ pub async fn versions_are_gapless_across_appends<S: EventStore>(store: S) {
 }
 
 /// `NoStream` refuses a stream that has events.
-pub async fn no_stream_conflicts_when_stream_exists<S: EventStore>(store: S) {
+pub async fn no_stream_conflicts_when_stream_exists<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("nostream");
     store
         .append(&s, ExpectedVersion::NoStream, events("E", 1, 2))
@@ -181,7 +182,7 @@ pub async fn no_stream_conflicts_when_stream_exists<S: EventStore>(store: S) {
 }
 
 /// `StreamExists` refuses a stream with no events, and accepts one with events.
-pub async fn stream_exists_conflicts_when_stream_is_missing<S: EventStore>(store: S) {
+pub async fn stream_exists_conflicts_when_stream_is_missing<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("exists");
     assert_conflict(
         store
@@ -206,7 +207,7 @@ pub async fn stream_exists_conflicts_when_stream_is_missing<S: EventStore>(store
 }
 
 /// `Exact(n)` refuses any other version, reports the actual one, and writes nothing.
-pub async fn exact_version_mismatch_reports_actual_and_writes_nothing<S: EventStore>(store: S) {
+pub async fn exact_version_mismatch_reports_actual_and_writes_nothing<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("exact");
     store
         .append(&s, ExpectedVersion::Exact(0), events("E", 1, 3))
@@ -230,7 +231,7 @@ pub async fn exact_version_mismatch_reports_actual_and_writes_nothing<S: EventSt
 }
 
 /// `Any` appends whatever the version.
-pub async fn any_version_always_appends<S: EventStore>(store: S) {
+pub async fn any_version_always_appends<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("any");
     store
         .append(&s, ExpectedVersion::Any, events("E", 1, 1))
@@ -244,7 +245,7 @@ pub async fn any_version_always_appends<S: EventStore>(store: S) {
 }
 
 /// A refused batch leaves no trace: not in the stream, not in the global log.
-pub async fn batch_is_atomic<S: EventStore>(store: S) {
+pub async fn batch_is_atomic<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("atomic");
     store
         .append(&s, ExpectedVersion::NoStream, events("E", 1, 1))
@@ -269,7 +270,7 @@ pub async fn batch_is_atomic<S: EventStore>(store: S) {
 }
 
 /// An empty append writes nothing but still checks the expectation.
-pub async fn empty_append_checks_expectation<S: EventStore>(store: S) {
+pub async fn empty_append_checks_expectation<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("empty");
     assert!(
         store
@@ -290,7 +291,7 @@ pub async fn empty_append_checks_expectation<S: EventStore>(store: S) {
 
 /// Appending the same events again returns the originals and writes nothing, even though
 /// the expectation no longer holds.
-pub async fn idempotent_retry_returns_original_events<S: EventStore>(store: S) {
+pub async fn idempotent_retry_returns_original_events<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("idem");
     let batch = events("E", 1, 3);
     let first = store
@@ -311,7 +312,7 @@ pub async fn idempotent_retry_returns_original_events<S: EventStore>(store: S) {
 }
 
 /// The same event id with other content is an error naming the id.
-pub async fn same_id_with_other_content_is_rejected<S: EventStore>(store: S) {
+pub async fn same_id_with_other_content_is_rejected<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("dupid");
     let original = event("E", 1);
     store
@@ -339,7 +340,7 @@ pub async fn same_id_with_other_content_is_rejected<S: EventStore>(store: S) {
 }
 
 /// A batch that repeats some stored ids and adds new ones is not a retry: rejected whole.
-pub async fn partially_replayed_batch_is_rejected<S: EventStore>(store: S) {
+pub async fn partially_replayed_batch_is_rejected<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("partial");
     let first = events("E", 1, 2);
     store
@@ -356,7 +357,7 @@ pub async fn partially_replayed_batch_is_rejected<S: EventStore>(store: S) {
 }
 
 /// Two events with one id in the same batch are invalid.
-pub async fn duplicate_ids_in_one_batch_are_rejected<S: EventStore>(store: S) {
+pub async fn duplicate_ids_in_one_batch_are_rejected<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("samebatch");
     let e = event("E", 1);
     let result = store
@@ -373,7 +374,7 @@ pub async fn duplicate_ids_in_one_batch_are_rejected<S: EventStore>(store: S) {
 }
 
 /// Streams with the same id but another aggregate type are separate.
-pub async fn streams_are_isolated_by_type_and_id<S: EventStore>(store: S) {
+pub async fn streams_are_isolated_by_type_and_id<S: EventStore + Clone + 'static>(store: S) {
     let id = format!("shared-{}", Uuid::now_v7());
     let a = StreamId::new("TypeA", id.clone());
     let b = StreamId::new("TypeB", id);
@@ -391,7 +392,7 @@ pub async fn streams_are_isolated_by_type_and_id<S: EventStore>(store: S) {
 }
 
 /// A version range selects exactly those versions.
-pub async fn read_stream_by_version_range<S: EventStore>(store: S) {
+pub async fn read_stream_by_version_range<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("range");
     store
         .append(&s, ExpectedVersion::NoStream, events("E", 1, 10))
@@ -420,7 +421,7 @@ pub async fn read_stream_by_version_range<S: EventStore>(store: S) {
 }
 
 /// A name filter selects only those events, keeping their versions.
-pub async fn read_stream_by_event_names<S: EventStore>(store: S) {
+pub async fn read_stream_by_event_names<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("names");
     let batch = vec![
         event("Opened", 1),
@@ -448,7 +449,7 @@ pub async fn read_stream_by_event_names<S: EventStore>(store: S) {
 }
 
 /// `recorded_until` selects events recorded at or before a time.
-pub async fn read_stream_until_time<S: EventStore>(store: S) {
+pub async fn read_stream_until_time<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("time");
     let first = store
         .append(&s, ExpectedVersion::NoStream, events("E", 1, 2))
@@ -477,7 +478,7 @@ pub async fn read_stream_until_time<S: EventStore>(store: S) {
 }
 
 /// Every envelope field survives the store.
-pub async fn metadata_and_payload_round_trip<S: EventStore>(store: S) {
+pub async fn metadata_and_payload_round_trip<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("meta");
     let correlation = Uuid::now_v7();
     let causation = Uuid::now_v7();
@@ -510,7 +511,7 @@ pub async fn metadata_and_payload_round_trip<S: EventStore>(store: S) {
 }
 
 /// The global log pages in strictly increasing positions, across streams.
-pub async fn read_all_pages_in_position_order<S: EventStore>(store: S) {
+pub async fn read_all_pages_in_position_order<S: EventStore + Clone + 'static>(store: S) {
     let (a, b) = (stream("log-a"), stream("log-b"));
     for i in 0..5 {
         store
@@ -551,7 +552,7 @@ pub async fn read_all_pages_in_position_order<S: EventStore>(store: S) {
 }
 
 /// The batched stream of the global log yields every event once.
-pub async fn stream_all_visits_every_event_once<S: EventStore>(store: S) {
+pub async fn stream_all_visits_every_event_once<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("scan");
     for i in 0..7 {
         store
@@ -560,7 +561,7 @@ pub async fn stream_all_visits_every_event_once<S: EventStore>(store: S) {
             .expect("append");
     }
     let all: Vec<RecordedEvent> = store
-        .stream_all(0, 16)
+        .stream_all(0, 16, LogFilter::all())
         .map(|e| e.expect("scan"))
         .collect()
         .await;
@@ -568,7 +569,7 @@ pub async fn stream_all_visits_every_event_once<S: EventStore>(store: S) {
     let ids: HashSet<Uuid> = all.iter().map(|e| e.event_id).collect();
     assert_eq!(ids.len(), 70);
     let from_middle: Vec<RecordedEvent> = store
-        .stream_all(all[29].position, 16)
+        .stream_all(all[29].position, 16, LogFilter::all())
         .map(|e| e.expect("scan"))
         .collect()
         .await;
@@ -580,7 +581,7 @@ pub async fn stream_all_visits_every_event_once<S: EventStore>(store: S) {
 }
 
 /// The head position is that of the last readable event.
-pub async fn head_position_tracks_the_log<S: EventStore>(store: S) {
+pub async fn head_position_tracks_the_log<S: EventStore + Clone + 'static>(store: S) {
     assert_eq!(store.head_position().await.expect("head"), 0);
     let s = stream("head");
     let recorded = store
@@ -594,7 +595,7 @@ pub async fn head_position_tracks_the_log<S: EventStore>(store: S) {
 }
 
 /// A snapshot is replaced by a newer one, never by an older one; a new state version wins.
-pub async fn snapshots_keep_the_newest<S: EventStore>(store: S) {
+pub async fn snapshots_keep_the_newest<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("snap");
     assert!(store.load_snapshot(&s).await.expect("load").is_none());
     let snap = |version: u64, state_version: u32| Snapshot {
@@ -653,7 +654,7 @@ pub async fn snapshots_keep_the_newest<S: EventStore>(store: S) {
 }
 
 /// `load_stream` returns a snapshot of the right state version and only the events after it.
-pub async fn load_stream_uses_matching_snapshot<S: EventStore>(store: S) {
+pub async fn load_stream_uses_matching_snapshot<S: EventStore + Clone + 'static>(store: S) {
     let s = stream("load");
     store
         .append(&s, ExpectedVersion::NoStream, events("E", 1, 10))
@@ -705,7 +706,7 @@ pub async fn load_stream_uses_matching_snapshot<S: EventStore>(store: S) {
 }
 
 /// Checkpoints start absent and keep the last saved position.
-pub async fn checkpoints_round_trip<S: EventStore>(store: S) {
+pub async fn checkpoints_round_trip<S: EventStore + Clone + 'static>(store: S) {
     let name = format!("projection-{}", Uuid::now_v7());
     assert_eq!(store.load_checkpoint(&name).await.expect("load"), None);
     store.save_checkpoint(&name, 42).await.expect("save");
@@ -718,7 +719,7 @@ pub async fn checkpoints_round_trip<S: EventStore>(store: S) {
 
 /// Many tasks append at the same expected version: exactly one wins each version, the others
 /// see a conflict with the actual version, and retries converge without gaps.
-pub async fn contested_stream_has_one_winner_per_version<S: EventStore>(store: S) {
+pub async fn contested_stream_has_one_winner_per_version<S: EventStore + Clone + 'static>(store: S) {
     const TASKS: u64 = 16;
     const ROUNDS: u64 = 8;
     let s = stream("contested");
@@ -771,7 +772,7 @@ pub async fn contested_stream_has_one_winner_per_version<S: EventStore>(store: S
 
 /// Concurrent writers on many streams: every event is in the log once, positions are unique
 /// and increasing, and each stream's versions are gapless.
-pub async fn concurrent_writers_keep_the_global_log_complete<S: EventStore>(store: S) {
+pub async fn concurrent_writers_keep_the_global_log_complete<S: EventStore + Clone + 'static>(store: S) {
     const WRITERS: u64 = 16;
     const APPENDS: u64 = 20;
     let mut handles = Vec::new();
@@ -796,7 +797,7 @@ pub async fn concurrent_writers_keep_the_global_log_complete<S: EventStore>(stor
         written.extend(handle.await.expect("writer panicked"));
     }
     let log: Vec<RecordedEvent> = store
-        .stream_all(0, 97)
+        .stream_all(0, 97, LogFilter::all())
         .map(|e| e.expect("scan"))
         .collect()
         .await;
@@ -822,7 +823,7 @@ pub async fn concurrent_writers_keep_the_global_log_complete<S: EventStore>(stor
 
 /// A follower reading the global log while writers append sees every event exactly once,
 /// in position order, never skipping one that committed late.
-pub async fn follower_during_concurrent_writes_sees_every_event_once<S: EventStore>(store: S) {
+pub async fn follower_during_concurrent_writes_sees_every_event_once<S: EventStore + Clone + 'static>(store: S) {
     const WRITERS: u64 = 8;
     const APPENDS: u64 = 25;
     let start = store.head_position().await.expect("head");

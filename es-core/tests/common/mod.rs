@@ -114,6 +114,15 @@ impl EventSet for AccountEvent {
     }
 }
 
+impl es_core::LogEvent for AccountEvent {
+    fn filter() -> es_core::LogFilter {
+        es_core::LogFilter::all().aggregate_types([Account::TYPE])
+    }
+    fn from_record(record: &es_core::RecordedEvent) -> Option<Result<Self, es_core::Error>> {
+        (record.stream.aggregate_type == Account::TYPE).then(|| record.decode())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     pub open: bool,

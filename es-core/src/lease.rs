@@ -1,0 +1,120 @@
+//! Single-active leases: at most one runner of a consumer (or of one of its partitions) is
+//! active at a time; the others wait and take over when the holder goes away.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use crate::error::Error;
+
+/// A held lease. It is released when dropped. A backend that can lose a lease without being
+/// asked (its connection died) reports it through [`Lease::is_held`] and [`Lease::lost`];
+/// the holder must then stop before its next write.
+pub struct Lease {
+    held: watch::Receiver<bool>,
+    _release: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("held", &*self.held.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// A lease that holds while `held` says `true`; dropping the lease drops `release` (whose
+    /// `Drop` gives the lease back).
+    pub fn new(held: watch::Receiver<bool>, release: impl Send + Sync + 'static) -> Self {
+        Self {
+            held,
+            _release: Box::new(release),
+        }
+    }
+
+    /// Whether the lease still holds.
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
+    }
+
+    /// Resolves when the lease is lost (never, for a backend that cannot lose one).
+    pub async fn lost(&mut self) {
+        while *self.held.borrow_and_update() {
+            if self.held.changed().await.is_err() {
+                // The sender is gone: whoever kept the lease alive stopped.
+                return;
+            }
+        }
+    }
+}
+
+/// Hands out single-active leases by name.
+///
+/// Boxed futures keep it object-safe: a consumer holds its lease provider as a trait object,
+/// and acquiring a lease is rare.
+pub trait Leases: Send + Sync {
+    /// Takes the lease `name` if nobody holds it; `None` when another holder has it.
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>, Error>>;
+}
+
+impl<T: Leases + ?Sized> Leases for Arc<T> {
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>, Error>> {
+        (**self).try_acquire(name)
+    }
+}
+
+/// Leases within one process. Clones share the same set of held names.
+#[derive(Debug, Clone, Default)]
+pub struct LocalLeases {
+    held: Arc<Mutex<HashSet<String>>>,
+}
+
+struct LocalRelease {
+    held: Arc<Mutex<HashSet<String>>>,
+    name: String,
+    // Dropped with the lease; nothing ever sends `false`, since a local lease cannot be lost.
+    _alive: watch::Sender<bool>,
+}
+
+impl Drop for LocalRelease {
+    fn drop(&mut self) {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.name);
+    }
+}
+
+impl LocalLeases {
+    /// No lease held.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Leases for LocalLeases {
+    fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>, Error>> {
+        Box::pin(async move {
+            let inserted = self
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name.to_owned());
+            if !inserted {
+                return Ok(None);
+            }
+            let (alive, held) = watch::channel(true);
+            Ok(Some(Lease::new(
+                held,
+                LocalRelease {
+                    held: self.held.clone(),
+                    name: name.to_owned(),
+                    _alive: alive,
+                },
+            )))
+        })
+    }
+}
