@@ -1,0 +1,1 @@
+//! es-nats (work in progress).

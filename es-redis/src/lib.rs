@@ -1,0 +1,1 @@
+//! es-redis (work in progress).

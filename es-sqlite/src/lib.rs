@@ -1,0 +1,1 @@
+//! es-sqlite (work in progress).
