@@ -59,6 +59,13 @@ pub trait Delivery: Send + Sync {
     /// The events the consumer parked.
     fn parked(&self, consumer: &str)
     -> impl Future<Output = Result<Vec<ParkedEvent>, Error>> + Send;
+
+    /// Forgets anything cached about `consumer`'s checkpoint, so that the next
+    /// [`Delivery::begin`] reads the stored one. The runtime calls it whenever it takes the
+    /// consumer's lease: another runner may have moved the checkpoint meanwhile.
+    fn refresh(&self, consumer: &str) {
+        let _ = consumer;
+    }
 }
 
 /// At-least-once delivery over any [`CheckpointStore`]: the checkpoint is saved after the
@@ -176,5 +183,12 @@ impl<C: CheckpointStore> Delivery for AtLeastOnce<C> {
 
     async fn parked(&self, consumer: &str) -> Result<Vec<ParkedEvent>, Error> {
         self.checkpoints.parked(consumer).await
+    }
+
+    fn refresh(&self, consumer: &str) {
+        self.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(consumer);
     }
 }

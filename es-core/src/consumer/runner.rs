@@ -430,7 +430,10 @@ where
             return Ok(None);
         };
         match leases.try_acquire(&self.name).await? {
-            Some(lease) => Ok(Some(lease)),
+            Some(lease) => {
+                self.delivery.refresh(&self.name);
+                Ok(Some(lease))
+            }
             None => Err(Error::Busy(format!(
                 "another runner holds the lease of consumer `{}`",
                 self.name
@@ -761,6 +764,9 @@ where
     ) -> Result<(), Error> {
         check_name(&self.name, "consumer name")?;
         let mut wakeup = self.log.wakeup();
+        if let Ok(head) = self.log.head_position().await {
+            self.status.send_modify(|s| s.head = head);
+        }
         let mut failures = 0u32;
         let result = 'outer: loop {
             let mut lease = match self.wait_for_lease(&mut stop).await {
@@ -854,6 +860,7 @@ where
             }
             if let Some(lease) = leases.try_acquire(&self.name).await? {
                 tracing::info!(consumer = %self.name, "lease taken");
+                self.delivery.refresh(&self.name);
                 return Ok(Some(Some(lease)));
             }
             self.set_state(ConsumerState::WaitingForLease, |_| {});
