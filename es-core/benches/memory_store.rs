@@ -10,8 +10,8 @@ mod common;
 use common::{Account, AccountEvent, Deposited};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use es_core::{
-    EventStore, EventStoreExt, ExpectedVersion, MemoryStore, Metadata, NewEvent, Repository,
-    StreamId,
+    ExpectedVersion, GlobalLogExt, LogFilter, MemoryStore, Metadata, NewEvent, Repository,
+    StreamId, StreamStore,
 };
 use futures::StreamExt;
 use futures::executor::block_on;
@@ -101,7 +101,7 @@ fn replay(c: &mut Criterion) {
         b.iter(|| {
             let n = block_on(
                 scanned
-                    .stream_all(0, 1_000)
+                    .stream_all(0, 1_000, LogFilter::all())
                     .fold(0u64, |n, e| async move { n + u64::from(e.is_ok()) }),
             );
             assert_eq!(n, EVENTS);

@@ -63,9 +63,8 @@ impl CommandKey {
     /// derived id keeps its 48-bit timestamp prefix, so ids stay roughly time-ordered (which
     /// keeps B-tree inserts local) and the ids of one command sort together.
     pub fn event_id(&self, stream: &StreamId, index: usize) -> Uuid {
-        let mut name = Vec::with_capacity(
-            16 + stream.aggregate_type.len() + stream.aggregate_id.len() + 10,
-        );
+        let mut name =
+            Vec::with_capacity(16 + stream.aggregate_type.len() + stream.aggregate_id.len() + 10);
         name.extend_from_slice(self.0.as_bytes());
         name.extend_from_slice(stream.aggregate_type.as_bytes());
         name.push(0);

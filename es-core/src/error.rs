@@ -54,7 +54,9 @@ pub enum Error {
     },
     /// A stored row's envelope (metadata, a column out of range) cannot be read, as opposed
     /// to a payload the code cannot decode ([`Error::Decode`]).
-    #[error("stored event {stream} version {version} (position {position:?}) is unreadable: {reason}")]
+    #[error(
+        "stored event {stream} version {version} (position {position:?}) is unreadable: {reason}"
+    )]
     BadRow {
         /// Stream of the row.
         stream: StreamId,

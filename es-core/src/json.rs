@@ -113,7 +113,12 @@ fn sort_objects(value: Value) -> Value {
         Value::Array(items) => Value::Array(items.into_iter().map(sort_objects).collect()),
         Value::Object(mut fields) => {
             fields.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(fields.into_iter().map(|(k, v)| (k, sort_objects(v))).collect())
+            Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_objects(v)))
+                    .collect(),
+            )
         }
         other => other,
     }
@@ -434,10 +439,7 @@ mod tests {
         assert!(same_json("0.000e5", "0"));
         assert!(same_json("1.50", "1.5"));
         assert!(same_json("1e400", &format!("1{}", "0".repeat(400))));
-        assert!(same_json(
-            "5e-324",
-            &format!("0.{}5", "0".repeat(323))
-        ));
+        assert!(same_json("5e-324", &format!("0.{}5", "0".repeat(323))));
         assert!(!same_json("0.9088812586135611", "0.9088812586135612"));
         assert!(!same_json("-1", "1"));
         assert!(!same_json("10", "1"));
@@ -445,7 +447,10 @@ mod tests {
 
     #[test]
     fn objects_compare_without_key_order() {
-        assert!(same_json(r#"{"a":1,"b":[1,{"c":2,"d":3}]}"#, r#"{ "b": [1, {"d":3,"c":2}], "a": 1 }"#));
+        assert!(same_json(
+            r#"{"a":1,"b":[1,{"c":2,"d":3}]}"#,
+            r#"{ "b": [1, {"d":3,"c":2}], "a": 1 }"#
+        ));
         assert!(!same_json(r#"{"a":1}"#, r#"{"a":1,"b":null}"#));
         assert!(!same_json(r#"[1,2]"#, r#"[2,1]"#));
         assert!(same_json(r#""\u00e9""#, r#""é""#));
@@ -456,7 +461,11 @@ mod tests {
         let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
         assert!(check(&deep(MAX_JSON_DEPTH)).is_ok());
         assert_eq!(check(&deep(MAX_JSON_DEPTH + 1)), Err(JsonProblem::TooDeep));
-        let spaced = format!("{}1{}", "[ ".repeat(MAX_JSON_DEPTH), " ]".repeat(MAX_JSON_DEPTH));
+        let spaced = format!(
+            "{}1{}",
+            "[ ".repeat(MAX_JSON_DEPTH),
+            " ]".repeat(MAX_JSON_DEPTH)
+        );
         assert!(same_json(&deep(MAX_JSON_DEPTH), &spaced));
     }
 
@@ -466,7 +475,10 @@ mod tests {
         assert_eq!(check(r#""\ud800""#), Err(JsonProblem::LoneSurrogate));
         assert_eq!(check(r#""\udc00\ud800""#), Err(JsonProblem::LoneSurrogate));
         assert!(check(r#""\ud83d\ude00""#).is_ok());
-        assert!(check(r#""\\u0000""#).is_ok(), "an escaped backslash is not an escape");
+        assert!(
+            check(r#""\\u0000""#).is_ok(),
+            "an escaped backslash is not an escape"
+        );
         assert_eq!(
             check(r#"{"a":1,"a":2}"#),
             Err(JsonProblem::DuplicateKey("a".into()))
@@ -478,7 +490,9 @@ mod tests {
     #[test]
     fn negative_zero_loses_its_sign() {
         assert_eq!(
-            normalize(r#"{"a":-0.0,"b":[-0,-0e3,-1,-0.5]}"#).unwrap().as_deref(),
+            normalize(r#"{"a":-0.0,"b":[-0,-0e3,-1,-0.5]}"#)
+                .unwrap()
+                .as_deref(),
             Some(r#"{"a":0.0,"b":[0,0e3,-1,-0.5]}"#)
         );
         assert_eq!(normalize(r#"{"a":-1.0}"#).unwrap(), None);

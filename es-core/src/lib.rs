@@ -79,8 +79,8 @@ pub use aggregate::{Aggregate, Apply};
 pub use checkpoint::{CheckpointStore, LocalCheckpoints, ParkedEvent, check_checkpoint};
 pub use command::CommandKey;
 pub use consumer::{
-    AnyEvent, AtLeastOnce, BatchError, Consumer, ConsumerHandle, ConsumerState, Delivery,
-    Envelope, EventHandler, LogEvent, Partition, PoisonPolicy, Progress, RetryPolicy, Status,
+    AnyEvent, AtLeastOnce, BatchError, Consumer, ConsumerHandle, ConsumerState, Delivery, Envelope,
+    EventHandler, LogEvent, Partition, PoisonPolicy, Progress, RetryPolicy, Status,
 };
 pub use envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 pub use error::{BoxError, Error};

@@ -161,9 +161,7 @@ fn check_bounded(text: &str, max: usize, what: &str) -> Result<(), Error> {
 
 fn check_text(text: &str, what: &str) -> Result<(), Error> {
     if text.contains('\0') {
-        return Err(Error::Invalid(format!(
-            "{what} contains the NUL character"
-        )));
+        return Err(Error::Invalid(format!("{what} contains the NUL character")));
     }
     Ok(())
 }

@@ -245,7 +245,8 @@ impl WakeupSender {
 
     /// Wakes every waiter.
     pub fn notify(&self) {
-        self.sender.send_modify(|count| *count = count.wrapping_add(1));
+        self.sender
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// A waiter polling at least every `poll`.
@@ -262,12 +263,7 @@ pub trait GlobalLogExt: GlobalLog {
         after: u64,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, Error>> + Send {
-        async move {
-            Ok(self
-                .read_log(after, limit, &LogFilter::all())
-                .await?
-                .events)
-        }
+        async move { Ok(self.read_log(after, limit, &LogFilter::all()).await?.events) }
     }
 
     /// The matching events from `after` (exclusive) to the head as it was when the stream
@@ -350,7 +346,12 @@ pub trait GlobalLogExt: GlobalLog {
                             s.wakeup.wait().await;
                         }
                     }
-                    Err(error @ Error::BadRow { position: Some(bad), .. }) => {
+                    Err(
+                        error @ Error::BadRow {
+                            position: Some(bad),
+                            ..
+                        },
+                    ) => {
                         // Deliver what lies before the bad row, report it, and read on after it.
                         let before = s.filter.clone().before(bad);
                         match s.log.read_log(s.after, usize::MAX, &before).await {

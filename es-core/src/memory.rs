@@ -256,11 +256,11 @@ impl GlobalLog for MemoryStore {
     ) -> Result<LogPage, Error> {
         let inner = self.read();
         let len = inner.log.len();
-        let end = filter
-            .before_position
-            .map_or(len, |before| {
-                usize::try_from(before.saturating_sub(1)).unwrap_or(usize::MAX).min(len)
-            });
+        let end = filter.before_position.map_or(len, |before| {
+            usize::try_from(before.saturating_sub(1))
+                .unwrap_or(usize::MAX)
+                .min(len)
+        });
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(end);
         if limit == 0 {
             return Ok(LogPage {

@@ -94,12 +94,19 @@ async fn noise(store: &MemoryStore) {
         metadata: Metadata::new(),
     };
     store
-        .append(&StreamId::new("Other", "n"), ExpectedVersion::Any, vec![event])
+        .append(
+            &StreamId::new("Other", "n"),
+            ExpectedVersion::Any,
+            vec![event],
+        )
         .await
         .expect("noise");
 }
 
-fn balances(store: &MemoryStore, view: Balances) -> Consumer<Balances, MemoryStore, AtLeastOnce<MemoryStore>> {
+fn balances(
+    store: &MemoryStore,
+    view: Balances,
+) -> Consumer<Balances, MemoryStore, AtLeastOnce<MemoryStore>> {
     Consumer::new(
         "balances",
         store.clone(),
@@ -122,15 +129,25 @@ async fn catch_up_resumes_from_the_checkpoint_and_reads_only_its_aggregate() {
     let view = Balances::default();
     let mut consumer = balances(&store, view.clone()).batch_size(2);
     let progress = consumer.catch_up().await.expect("catch up");
-    assert_eq!(progress.done, 5, "the Other event is filtered out in the store");
-    assert_eq!(view.snapshot(), HashMap::from([("a".into(), 30), ("b".into(), 5)]));
+    assert_eq!(
+        progress.done, 5,
+        "the Other event is filtered out in the store"
+    );
+    assert_eq!(
+        view.snapshot(),
+        HashMap::from([("a".into(), 30), ("b".into(), 5)])
+    );
     assert_eq!(store.load_checkpoint("balances").await.unwrap(), Some(6));
 
     seed(&store, "c", &[1]).await;
     let progress = consumer.catch_up().await.expect("catch up again");
     assert_eq!(progress.done, 2, "only the new events are read");
     let mut second = balances(&store, Balances::default());
-    assert_eq!(second.catch_up().await.expect("third").done, 0, "a new runner starts at the checkpoint");
+    assert_eq!(
+        second.catch_up().await.expect("third").done,
+        0,
+        "a new runner starts at the checkpoint"
+    );
 }
 
 #[tokio::test]
@@ -144,10 +161,19 @@ async fn rebuild_replays_everything_and_reports_progress() {
     consumer.catch_up().await.expect("catch up");
     view.balances.lock().unwrap().insert("corrupted".into(), 1);
     let mut reports = Vec::new();
-    let progress = consumer.rebuild(|p| reports.push(p)).await.expect("rebuild");
-    assert_eq!((progress.done, progress.total, progress.position), (30, 30, 30));
+    let progress = consumer
+        .rebuild(|p| reports.push(p))
+        .await
+        .expect("rebuild");
+    assert_eq!(
+        (progress.done, progress.total, progress.position),
+        (30, 30, 30)
+    );
     assert_eq!(reports.len(), 5, "one report per batch of 7");
-    assert!(!view.snapshot().contains_key("corrupted"), "reset before replay");
+    assert!(
+        !view.snapshot().contains_key("corrupted"),
+        "reset before replay"
+    );
     assert_eq!(view.snapshot().values().sum::<i64>(), 45 + 1000);
     assert_eq!(view.handled(), 30);
 }
@@ -161,7 +187,11 @@ async fn a_failing_event_is_retried_then_parked_and_the_consumer_goes_on() {
     let mut consumer = balances(&store, view.clone()).batch_size(100);
     let progress = consumer.catch_up().await.expect("parks, does not fail");
     assert_eq!(progress.position, 4);
-    assert_eq!(view.snapshot(), HashMap::from([("a".into(), 4)]), "everything but the parked event");
+    assert_eq!(
+        view.snapshot(),
+        HashMap::from([("a".into(), 4)]),
+        "everything but the parked event"
+    );
     let parked = consumer.parked().await.expect("parked");
     assert_eq!(parked.len(), 1);
     let p = &parked[0];
@@ -188,12 +218,18 @@ async fn under_the_stop_policy_a_failure_names_the_position_and_keeps_what_came_
         .batch_size(100)
         .on_poison(PoisonPolicy::Stop);
     match consumer.catch_up().await {
-        Err(Error::Handler { consumer, position, .. }) => {
+        Err(Error::Handler {
+            consumer, position, ..
+        }) => {
             assert_eq!((consumer.as_str(), position), ("balances", 4))
         }
         other => panic!("expected a handler error, got {other:?}"),
     }
-    assert_eq!(store.load_checkpoint("balances").await.unwrap(), Some(3), "checkpointed up to the failing event, mid-batch");
+    assert_eq!(
+        store.load_checkpoint("balances").await.unwrap(),
+        Some(3),
+        "checkpointed up to the failing event, mid-batch"
+    );
     assert_eq!(view.snapshot(), HashMap::from([("a".into(), 3)]));
     view.fail_on(None);
     let resumed = consumer.catch_up().await.expect("resume after the fix");
@@ -211,12 +247,19 @@ async fn a_spawned_consumer_follows_live_and_wait_for_returns_once_applied() {
         .wait_for(position, Duration::from_secs(10))
         .await
         .expect("applied");
-    assert_eq!(view.snapshot(), HashMap::from([("a".into(), 11)]), "read-your-writes");
+    assert_eq!(
+        view.snapshot(),
+        HashMap::from([("a".into(), 11)]),
+        "read-your-writes"
+    );
     let status = handle.status();
     assert!(status.checkpoint >= position);
     assert_eq!(status.handled, 3);
     handle.shutdown().await.expect("clean shutdown");
-    assert_eq!(store.load_checkpoint("balances").await.unwrap(), Some(position));
+    assert_eq!(
+        store.load_checkpoint("balances").await.unwrap(),
+        Some(position)
+    );
 }
 
 #[tokio::test]
@@ -227,9 +270,15 @@ async fn a_stopped_consumer_fails_waiters_instead_of_hanging() {
     view.fail_on(Some(66));
     let handle = balances(&store, view).on_poison(PoisonPolicy::Stop).spawn();
     let waited = handle.wait_for(position, Duration::from_secs(10)).await;
-    assert!(matches!(waited, Err(Error::Invalid(ref m)) if m.contains("Stopped")), "{waited:?}");
+    assert!(
+        matches!(waited, Err(Error::Invalid(ref m)) if m.contains("Stopped")),
+        "{waited:?}"
+    );
     assert_eq!(handle.status().state, ConsumerState::Stopped);
-    assert!(matches!(handle.shutdown().await, Err(Error::Handler { position: 2, .. })));
+    assert!(matches!(
+        handle.shutdown().await,
+        Err(Error::Handler { position: 2, .. })
+    ));
 }
 
 #[tokio::test]
@@ -237,20 +286,37 @@ async fn one_lease_one_active_runner_and_the_other_takes_over() {
     let store = MemoryStore::new();
     let (first_view, second_view) = (Balances::default(), Balances::default());
     let lease_poll = Duration::from_millis(10);
-    let first = balances(&store, first_view.clone()).lease(store.clone(), lease_poll).spawn();
+    let first = balances(&store, first_view.clone())
+        .lease(store.clone(), lease_poll)
+        .spawn();
     let position = seed(&store, "a", &[1]).await;
-    first.wait_for(position, Duration::from_secs(10)).await.expect("first applies");
-    let second = balances(&store, second_view.clone()).lease(store.clone(), lease_poll).spawn();
+    first
+        .wait_for(position, Duration::from_secs(10))
+        .await
+        .expect("first applies");
+    let second = balances(&store, second_view.clone())
+        .lease(store.clone(), lease_poll)
+        .spawn();
     let waiting = second
         .watch()
         .wait_for(|s| s.state == ConsumerState::WaitingForLease)
         .await
         .map(|s| s.state.clone());
     assert_eq!(waiting.ok(), Some(ConsumerState::WaitingForLease));
-    first.shutdown().await.expect("first stops and releases its lease");
+    first
+        .shutdown()
+        .await
+        .expect("first stops and releases its lease");
     let position = seed(&store, "b", &[2]).await;
-    second.wait_for(position, Duration::from_secs(10)).await.expect("second took over");
-    assert_eq!(second_view.snapshot(), HashMap::from([("b".into(), 2)]), "the second resumed from the shared checkpoint");
+    second
+        .wait_for(position, Duration::from_secs(10))
+        .await
+        .expect("second took over");
+    assert_eq!(
+        second_view.snapshot(),
+        HashMap::from([("b".into(), 2)]),
+        "the second resumed from the shared checkpoint"
+    );
 }
 
 #[tokio::test]
@@ -260,19 +326,32 @@ async fn four_partitions_build_exactly_what_one_consumer_builds() {
         seed(&store, &format!("acc-{i}"), &[i, 2 * i]).await;
     }
     let whole = Balances::default();
-    let mut single = Consumer::new("whole", store.clone(), AtLeastOnce::new(LocalCheckpoints::new()), whole.clone());
+    let mut single = Consumer::new(
+        "whole",
+        store.clone(),
+        AtLeastOnce::new(LocalCheckpoints::new()),
+        whole.clone(),
+    );
     single.catch_up().await.expect("single");
     let parts = Balances::default();
     let mut handles = Vec::new();
     for partition in Partition::all(4) {
-        let consumer = Consumer::new("split", store.clone(), AtLeastOnce::new(store.clone()), parts.clone())
-            .partition(partition);
+        let consumer = Consumer::new(
+            "split",
+            store.clone(),
+            AtLeastOnce::new(store.clone()),
+            parts.clone(),
+        )
+        .partition(partition);
         assert_eq!(consumer.name(), format!("split[{}/4]", partition.index()));
         handles.push(consumer.spawn());
     }
     let head = seed(&store, "late", &[7]).await;
     for handle in &handles {
-        handle.wait_for(head, Duration::from_secs(10)).await.expect("partition caught up");
+        handle
+            .wait_for(head, Duration::from_secs(10))
+            .await
+            .expect("partition caught up");
     }
     single.catch_up().await.expect("single again");
     assert_eq!(parts.snapshot(), whole.snapshot());

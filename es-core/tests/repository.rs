@@ -553,3 +553,149 @@ async fn state_cache_skips_reads_and_stays_correct_under_outside_writes() {
         .expect("allowed by the real balance");
     assert_eq!(other.load("a1").await.expect("load").balance, 20);
 }
+
+#[tokio::test]
+async fn a_retried_command_key_returns_the_first_outcome_whatever_it_would_decide_now() {
+    let store = MemoryStore::new();
+    opened_with(&store, "a1", &[100]).await;
+    let key = es_core::CommandKey::from_text("withdraw-once");
+    let first = repo(&store)
+        .execute_once("a1", key, Metadata::by_user("u"), |a| a.withdraw(60))
+        .await
+        .expect("first");
+    // Same key, from another repository (another process): the state now refuses a second
+    // withdrawal of 60, yet the retry must return the first outcome and write nothing.
+    let other = Repository::<Account, _>::new(store.clone());
+    let retry = other
+        .execute_once("a1", key, Metadata::by_user("u"), |a| a.withdraw(60))
+        .await
+        .expect("the retry returns the first outcome instead of the refusal");
+    assert_eq!(retry.events[0].event_id, first.events[0].event_id);
+    assert_eq!(retry.version, first.version);
+    // A retry whose decision differs (another amount) also returns the first outcome.
+    let differing = other
+        .execute_once("a1", key, Metadata::by_user("u"), |a| a.withdraw(1))
+        .await
+        .expect("first outcome");
+    assert_eq!(differing.events[0].event_id, first.events[0].event_id);
+    // And a retry that decides the same events again, after later appends, stores nothing.
+    opened_with(&store, "a1", &[5]).await;
+    let same = repo(&store)
+        .execute_once("a1", key, Metadata::by_user("u"), |_| {
+            Ok::<_, AccountError>(Withdrawn { amount: 60 })
+        })
+        .await
+        .expect("identical retry");
+    assert_eq!(same.events[0].version, first.events[0].version);
+    assert_eq!(
+        store.len(),
+        4,
+        "opened, deposit 100, withdraw 60, deposit 5: nothing doubled"
+    );
+    assert_eq!(repo(&store).load("a1").await.expect("load").balance, 45);
+}
+
+#[tokio::test]
+async fn distinct_keys_execute_separately_and_empty_ids_are_refused() {
+    let store = MemoryStore::new();
+    opened_with(&store, "a1", &[100]).await;
+    for text in ["k1", "k2"] {
+        repo(&store)
+            .execute_once(
+                "a1",
+                es_core::CommandKey::from_text(text),
+                Metadata::new(),
+                |a| a.withdraw(10),
+            )
+            .await
+            .expect("withdraw");
+    }
+    assert_eq!(repo(&store).load("a1").await.expect("load").balance, 80);
+    let empty = repo(&store)
+        .execute("", Metadata::new(), |a| a.open("x"))
+        .await
+        .expect_err("empty id");
+    assert!(
+        matches!(empty, ExecuteError::Store(Error::Invalid(_))),
+        "{empty:?}"
+    );
+    assert!(matches!(
+        repo(&store).load("").await,
+        Err(Error::Invalid(_))
+    ));
+}
+
+mod floats {
+    use es_core::prelude::*;
+
+    #[event]
+    pub(crate) struct Measured {
+        pub(crate) value: f64,
+    }
+
+    #[derive(Aggregate, Default, Debug, PartialEq, Serialize, Deserialize)]
+    #[aggregate(name = "Gauge", events(Measured), snapshot_every = 2)]
+    pub(crate) struct Gauge {
+        pub(crate) values: Vec<f64>,
+        pub(crate) signs: Vec<bool>,
+    }
+
+    impl Apply<Measured> for Gauge {
+        fn apply(&mut self, e: &Measured) {
+            self.values.push(e.value);
+            self.signs.push(e.value.is_sign_negative());
+        }
+    }
+}
+
+#[tokio::test]
+async fn state_from_cache_snapshot_and_replay_agree_for_every_float() {
+    use floats::{Gauge, Measured};
+    let store = MemoryStore::new();
+    let gauges = Repository::<Gauge, _>::new(store.clone());
+    let values = [
+        0.908_881_258_613_561_1,
+        -0.0,
+        f64::MIN_POSITIVE / 2.0,
+        f64::MAX,
+        f64::MIN,
+        1e-300,
+        -1.5,
+    ];
+    for value in values {
+        gauges
+            .execute("g", Metadata::new(), |_| {
+                Ok::<_, String>(Measured { value })
+            })
+            .await
+            .expect("measure");
+    }
+    let cached = gauges
+        .execute("g", Metadata::new(), |_| {
+            Ok::<_, String>(Vec::<Measured>::new())
+        })
+        .await
+        .expect("no-op");
+    assert_eq!(cached.version, values.len() as u64);
+    let from_snapshot = Repository::<Gauge, _>::new(store.clone())
+        .load("g")
+        .await
+        .expect("load");
+    let replayed = Repository::<Gauge, _>::new(store.clone())
+        .load_as_of("g", AsOf::Version(u64::MAX))
+        .await
+        .expect("replay");
+    assert_eq!(from_snapshot, replayed);
+    let expected: Vec<f64> = values
+        .iter()
+        .map(|v| if *v == 0.0 { 0.0 } else { *v })
+        .collect();
+    assert_eq!(
+        replayed.values, expected,
+        "every float exact; negative zero stored as zero"
+    );
+    assert!(
+        !replayed.signs[1],
+        "-0.0 is normalised to 0.0, the same on every store"
+    );
+}

@@ -57,8 +57,10 @@ pub trait Delivery: Send + Sync {
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
     /// The events the consumer parked.
-    fn parked(&self, consumer: &str)
-    -> impl Future<Output = Result<Vec<ParkedEvent>, Error>> + Send;
+    fn parked(
+        &self,
+        consumer: &str,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>, Error>> + Send;
 
     /// Forgets anything cached about `consumer`'s checkpoint, so that the next
     /// [`Delivery::begin`] reads the stored one. The runtime calls it whenever it takes the
@@ -134,7 +136,11 @@ impl<C: CheckpointStore> Delivery for AtLeastOnce<C> {
         if let Some(progress) = self.cached(consumer) {
             return Ok(((), progress.position));
         }
-        let position = self.checkpoints.load_checkpoint(consumer).await?.unwrap_or(0);
+        let position = self
+            .checkpoints
+            .load_checkpoint(consumer)
+            .await?
+            .unwrap_or(0);
         self.remember(
             consumer,
             Progress {

@@ -123,11 +123,17 @@ impl ConsumerHandle {
     /// is returned and the event stays parked.
     pub async fn replay_parked(&self, position: u64) -> Result<bool, Error> {
         let (reply, answer) = oneshot::channel();
-        self.request(Request::Replay(position, reply), answer).await?
+        self.request(Request::Replay(position, reply), answer)
+            .await?
     }
 
     async fn request<T>(&self, request: Request, answer: oneshot::Receiver<T>) -> Result<T, Error> {
-        let gone = || Error::Invalid(format!("consumer `{}` is not running", self.status.borrow().name));
+        let gone = || {
+            Error::Invalid(format!(
+                "consumer `{}` is not running",
+                self.status.borrow().name
+            ))
+        };
         self.requests.send(request).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())
     }

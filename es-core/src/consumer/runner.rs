@@ -47,7 +47,9 @@ impl RetryPolicy {
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(failures.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.initial_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)
@@ -415,7 +417,9 @@ where
             }
         }
         self.delivery.unpark(&mut tx, &self.name, position).await?;
-        self.delivery.commit(tx, &self.name, checkpoint, true).await?;
+        self.delivery
+            .commit(tx, &self.name, checkpoint, true)
+            .await?;
         Ok(true)
     }
 
@@ -552,7 +556,9 @@ where
         let handled = envelopes.len() as u64;
         match undecodable {
             None => {
-                self.delivery.commit(tx, &self.name, scanned_to, false).await?;
+                self.delivery
+                    .commit(tx, &self.name, scanned_to, false)
+                    .await?;
                 self.committed(scanned_to, handled, began.elapsed());
                 Ok(Step::Advanced {
                     to: scanned_to,
@@ -915,7 +921,9 @@ mod tests {
 
     #[test]
     fn partitions_split_streams_stably_and_completely() {
-        let streams: Vec<_> = (0..1000).map(|i| StreamId::new("T", format!("s-{i}"))).collect();
+        let streams: Vec<_> = (0..1000)
+            .map(|i| StreamId::new("T", format!("s-{i}")))
+            .collect();
         let mut counts = [0; 4];
         for stream in &streams {
             let owners: Vec<_> = Partition::all(4).filter(|p| p.owns(stream)).collect();
@@ -924,7 +932,10 @@ mod tests {
         }
         assert!(counts.iter().all(|&c| c > 150), "roughly even: {counts:?}");
         // Pinned: changing the hash would move streams between partitions of running consumers.
-        assert_eq!(stable_hash(&StreamId::new("Account", "alice")), PINNED_ALICE_HASH);
+        assert_eq!(
+            stable_hash(&StreamId::new("Account", "alice")),
+            PINNED_ALICE_HASH
+        );
         assert!(Partition::new(4, 4).is_err());
     }
 

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 use crate::error::Error;
-use crate::metadata::Metadata;
 use crate::log::{GlobalLogExt, LogFilter};
+use crate::metadata::Metadata;
 use crate::store::{EventStore, ExpectedVersion, StreamQuery};
 
 /// Generates one `#[tokio::test]` per conformance case, each on the store `$fresh` evaluates
@@ -182,7 +182,9 @@ pub async fn no_stream_conflicts_when_stream_exists<S: EventStore + Clone + 'sta
 }
 
 /// `StreamExists` refuses a stream with no events, and accepts one with events.
-pub async fn stream_exists_conflicts_when_stream_is_missing<S: EventStore + Clone + 'static>(store: S) {
+pub async fn stream_exists_conflicts_when_stream_is_missing<S: EventStore + Clone + 'static>(
+    store: S,
+) {
     let s = stream("exists");
     assert_conflict(
         store
@@ -207,7 +209,11 @@ pub async fn stream_exists_conflicts_when_stream_is_missing<S: EventStore + Clon
 }
 
 /// `Exact(n)` refuses any other version, reports the actual one, and writes nothing.
-pub async fn exact_version_mismatch_reports_actual_and_writes_nothing<S: EventStore + Clone + 'static>(store: S) {
+pub async fn exact_version_mismatch_reports_actual_and_writes_nothing<
+    S: EventStore + Clone + 'static,
+>(
+    store: S,
+) {
     let s = stream("exact");
     store
         .append(&s, ExpectedVersion::Exact(0), events("E", 1, 3))
@@ -719,7 +725,9 @@ pub async fn checkpoints_round_trip<S: EventStore + Clone + 'static>(store: S) {
 
 /// Many tasks append at the same expected version: exactly one wins each version, the others
 /// see a conflict with the actual version, and retries converge without gaps.
-pub async fn contested_stream_has_one_winner_per_version<S: EventStore + Clone + 'static>(store: S) {
+pub async fn contested_stream_has_one_winner_per_version<S: EventStore + Clone + 'static>(
+    store: S,
+) {
     const TASKS: u64 = 16;
     const ROUNDS: u64 = 8;
     let s = stream("contested");
@@ -772,7 +780,9 @@ pub async fn contested_stream_has_one_winner_per_version<S: EventStore + Clone +
 
 /// Concurrent writers on many streams: every event is in the log once, positions are unique
 /// and increasing, and each stream's versions are gapless.
-pub async fn concurrent_writers_keep_the_global_log_complete<S: EventStore + Clone + 'static>(store: S) {
+pub async fn concurrent_writers_keep_the_global_log_complete<S: EventStore + Clone + 'static>(
+    store: S,
+) {
     const WRITERS: u64 = 16;
     const APPENDS: u64 = 20;
     let mut handles = Vec::new();
@@ -823,7 +833,11 @@ pub async fn concurrent_writers_keep_the_global_log_complete<S: EventStore + Clo
 
 /// A follower reading the global log while writers append sees every event exactly once,
 /// in position order, never skipping one that committed late.
-pub async fn follower_during_concurrent_writes_sees_every_event_once<S: EventStore + Clone + 'static>(store: S) {
+pub async fn follower_during_concurrent_writes_sees_every_event_once<
+    S: EventStore + Clone + 'static,
+>(
+    store: S,
+) {
     const WRITERS: u64 = 8;
     const APPENDS: u64 = 25;
     let start = store.head_position().await.expect("head");
