@@ -26,7 +26,7 @@ use crate::store::{ExpectedVersion, SnapshotStore, StreamQuery, StreamStore};
 ///
 /// ```
 /// # futures::executor::block_on(async {
-/// use es_core::{EventStore, ExpectedVersion, MemoryStore, Metadata, NewEvent, StreamId, StreamQuery};
+/// use es_core::{ExpectedVersion, MemoryStore, Metadata, NewEvent, StreamId, StreamQuery, StreamStore};
 /// use serde_json::value::to_raw_value;
 ///
 /// let store = MemoryStore::new();
