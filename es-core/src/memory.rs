@@ -317,10 +317,12 @@ impl CheckpointStore for MemoryStore {
     }
 
     async fn parked(&self, consumer: &str) -> Result<Vec<ParkedEvent>, Error> {
+        check_name(consumer, "consumer name")?;
         Ok(self.read().consumers.parked(consumer))
     }
 
     async fn unpark(&self, consumer: &str, position: u64) -> Result<bool, Error> {
+        check_name(consumer, "consumer name")?;
         Ok(self.write().consumers.unpark(consumer, position))
     }
 }
