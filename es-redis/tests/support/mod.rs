@@ -28,7 +28,13 @@ pub fn redis_url() -> String {
 pub async fn admin() -> redis::aio::MultiplexedConnection {
     let url = redis_url();
     let client = redis::Client::open(url.as_str()).expect("REDIS_URL is a valid URL");
-    match client.get_multiplexed_async_connection().await {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(60)));
+    match client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+    {
         Ok(connection) => connection,
         Err(e) => panic!(
             "Redis is not reachable at {url} ({e}): these tests need it (`.ci/run` starts it)"
@@ -116,7 +122,12 @@ pub fn new_event(writer: usize, n: usize) -> NewEvent {
     });
     NewEvent {
         event_id: uuid::Uuid::now_v7(),
-        event_name: if n.is_multiple_of(2) { "Deposited" } else { "Withdrawn" }.to_owned(),
+        event_name: if n.is_multiple_of(2) {
+            "Deposited"
+        } else {
+            "Withdrawn"
+        }
+        .to_owned(),
         schema_version: 1 + (n % 3) as u32,
         payload: serde_json::value::to_raw_value(&payload).expect("payload encodes"),
         metadata: Metadata::by_user(format!("user-{writer}"))
@@ -177,14 +188,25 @@ pub async fn log_of(store: &MemoryStore) -> Vec<RecordedEvent> {
 /// The whole of a Redis stream, decoded field by field (independently of the crate's codec).
 pub async fn stream_entries(key: &str) -> Vec<(String, Vec<(String, String)>)> {
     let mut connection = admin().await;
-    let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(key)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut connection)
-        .await
-        .expect("XRANGE");
-    reply
+    let mut entries: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    loop {
+        let start = entries
+            .last()
+            .map_or("-".to_owned(), |(id, _)| format!("({id}"));
+        let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(2_000)
+            .query_async(&mut connection)
+            .await
+            .expect("XRANGE");
+        if page.is_empty() {
+            return entries;
+        }
+        entries.extend(page);
+    }
 }
 
 /// A canonical JSON view of a recorded event, for equality (payloads compared as text).
