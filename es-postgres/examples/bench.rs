@@ -12,7 +12,10 @@
 
 use std::time::{Duration, Instant};
 
-use es_core::{EventStore, EventStoreExt, ExpectedVersion, Metadata, NewEvent, Snapshot, StreamId};
+use es_core::{
+    ExpectedVersion, GlobalLogExt, LogFilter, Metadata, NewEvent, Snapshot, SnapshotStore,
+    StreamId, StreamStore,
+};
 use es_postgres::{PostgresStore, StoreOptions};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -399,7 +402,7 @@ async fn main() -> BoxResult<()> {
         .await?;
     let began = Instant::now();
     let mut n = 0u64;
-    let mut scan = store.stream_all(0, 1_000);
+    let mut scan = store.stream_all(0, 1_000, LogFilter::all());
     while let Some(e) = scan.next().await {
         e?;
         n += 1;

@@ -1,10 +1,13 @@
 //! # es-postgres
 //!
-//! The production [`EventStore`](es_core::EventStore) of es-core, on PostgreSQL through sqlx:
-//! [`PostgresStore`] with migrations ([`MIGRATOR`]), appends in one round trip, reads, a global
-//! log that never skips, snapshots, checkpoints, subscriptions
-//! ([`PostgresStore::subscribe`]) and projections whose read models commit with their
-//! checkpoint ([`TransactionalProjection`]) or with the append itself ([`InlineProjection`]).
+//! es-core's event store on PostgreSQL through sqlx: [`PostgresStore`] implements
+//! [`StreamStore`](es_core::StreamStore), [`SnapshotStore`](es_core::SnapshotStore),
+//! [`GlobalLog`](es_core::GlobalLog) (a global order that never skips, filtered in the
+//! database, woken by `LISTEN`/`NOTIFY`), [`CheckpointStore`](es_core::CheckpointStore) (with
+//! parked events) and [`Leases`](es_core::Leases); [`ExactlyOnce`] is the consumer runtime's
+//! delivery whose unit of work is a transaction ([`PgTx`]), so a read model and its checkpoint
+//! commit together; [`InlineProjection`]s run inside the append itself. Migrations ship with
+//! the crate ([`MIGRATOR`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), es_core::Error> {
@@ -17,6 +20,25 @@
 //! # let _ = demo;
 //! ```
 //!
+//! ## Cancellation safety
+//!
+//! Any future this crate returns may be dropped at any await point without leaving a
+//! transaction open on a pooled connection or an append half done. A plain append runs as
+//! autocommit statements on a pooled connection, so a dropped append has committed whole or
+//! not at all, and a later read (or a retry with the same event ids, which returns the stored
+//! events) tells which. Everything that needs a transaction (appends with inline projections,
+//! [`PostgresStore::append_in`], [`ExactlyOnce`] batches) runs in a [`PgTx`], which counts as
+//! open from before its `BEGIN` is sent until its `COMMIT` or `ROLLBACK` is answered; dropped
+//! while open, it closes its connection instead of returning it to the pool, so PostgreSQL
+//! rolls the transaction back and no later borrower runs inside it. The crate never calls
+//! sqlx's `Pool::begin`, whose transaction counts as open only after `BEGIN` is answered
+//! (sqlx 0.9: a future dropped during that round trip returns the connection to the pool
+//! inside a server-side transaction, where later autocommit appends report success and
+//! vanish). Applications should open their transactions with [`PostgresStore::begin`] for
+//! the same reason. A write whose connection fails after it was sent is
+//! [`Error::OutcomeUnknown`](es_core::Error::OutcomeUnknown): retry with the same ids or
+//! command key.
+//!
 //! ## Schema
 //!
 //! Everything lives in one schema (default `public`; any plain lower-case identifier,
@@ -24,112 +46,132 @@
 //!
 //! | table | columns | keys |
 //! |---|---|---|
-//! | `events` | `position` (identity, `CACHE 1`), `event_id`, `aggregate_type`, `aggregate_id`, `version`, `event_name`, `schema_version`, `payload jsonb`, `metadata jsonb`, `recorded_at` | primary key `position`; unique `event_id`; unique `(aggregate_type, aggregate_id, version)` |
+//! | `events` | `position` (identity, `CACHE 1`, at most 2^48 - 1), `event_id`, `aggregate_type`, `aggregate_id`, `version`, `event_name`, `schema_version`, `payload jsonb`, `metadata jsonb`, `recorded_at` | primary key `position`; unique `event_id`; unique `(aggregate_type, aggregate_id, version)`; `(aggregate_type, position)`; `(event_name, position)` |
 //! | `snapshots` | `aggregate_type`, `aggregate_id`, `version`, `state_version`, `state jsonb`, `taken_at` | primary key the stream |
 //! | `checkpoints` | `name`, `position`, `updated_at` | primary key `name` |
+//! | `parked_events` | `consumer`, `position`, `event_id`, the stream, `version`, `event_name`, `error`, `attempts`, `parked_at` | primary key `(consumer, position)` |
 //!
-//! The unique stream key serves stream reads, the version check and the optimistic-concurrency
-//! backstop; the primary key serves the global log. No other index is needed.
+//! **Append-only.** A trigger refuses `UPDATE`, `DELETE` and `TRUNCATE` on `events`, whoever
+//! sends them. Erasure tooling has one deliberate way through: `SET LOCAL
+//! es.allow_event_changes = 'on'` inside its own transaction (see the migration
+//! `20250301000004_append_only.sql`).
+//!
+//! ## Input rules and errors
+//!
+//! Appends, snapshots, checkpoints and parked events are checked by es-core's
+//! [`Limits`](es_core::Limits) before any I/O ([`StoreOptions::limits`],
+//! [`StoreOptions::max_payload_bytes`]), so what this store refuses the others refuse with the
+//! same [`Error::Invalid`](es_core::Error::Invalid). Rows decode into typed structs; a value
+//! out of range or unreadable metadata is [`Error::BadRow`](es_core::Error::BadRow) naming the
+//! stream, version and position, and a payload the code cannot decode is
+//! [`Error::Decode`](es_core::Error::Decode) from es-core. How database failures map to
+//! errors (`Backend`, `OutcomeUnknown`, `Invalid`) is tabled in the `error` module's source;
+//! a refused connection says so at once, with its cause and without the URL's password
+//! ([`ConnectError`]).
 //!
 //! ## Appending
 //!
 //! One statement, one round trip, all or nothing, with the batch bound as arrays. The first
 //! attempt is a plain-SQL `INSERT ... SELECT FROM unnest(...)` that checks only what the
 //! unique keys cannot: that the expected version exists (an append at `Exact(v)` onto a
-//! shorter stream would leave a gap) and, for `StreamExists`, that the stream does. It inserts
-//! the rows in version order with `recorded_at = clock_timestamp()` taken once per batch on the
-//! server, and returns each event's position, version and time. Everything else is left to
-//! the unique keys: a version or an event id that is taken fails the statement.
+//! shorter stream would leave a gap) and, for `StreamExists`, that the stream does. Everything
+//! else is left to the unique keys: a version or an event id that is taken fails the
+//! statement.
 //!
 //! Only when that attempt wrote nothing does the store call the plpgsql function
 //! `es_append`, which tells the cases apart: it checks the ids first (all stored with the
 //! same content: an idempotent retry, the stored events are returned whatever the expected
-//! version; only some, or other content: [`es_core::Error::DuplicateEventId`]), then the
-//! expected version against the stream's last version ([`es_core::Error::Conflict`] with the
-//! actual version), and appends if both pass (a concurrent writer took the version in
-//! between). `Any` and `StreamExists` retry a lost race, since they still accept the new end.
-//! So the common case costs one plain statement, and a conflict or a retry one more.
-//! [`PostgresStore::append_in`], which runs in the caller's transaction where a failed
-//! statement would abort it, calls `es_append` directly.
+//! version; only some, or other content: [`Error::DuplicateEventId`](es_core::Error::DuplicateEventId)),
+//! then the expected version against the stream's last version
+//! ([`Error::Conflict`](es_core::Error::Conflict) with the actual version), and appends if
+//! both pass. `Any` and `StreamExists` retry a lost race, since they still accept the new end.
+//! Appends with inline projections do the same inside a transaction, and retry a lost race in
+//! a new one, so they keep the plain append's contract.
 //!
 //! ## Global order that never skips
 //!
 //! Positions come from a sequence, so a transaction that drew position 10 can commit after one
 //! that drew 11: a follower that read 11 and moved on would lose 10. Serialising writers
 //! avoids it at the cost of all concurrency; waiting out gaps with a timeout still skips slow
-//! commits.
-//!
-//! The design recommended to us, storing `pg_current_xact_id()` and reading only rows whose
-//! transaction id is below `pg_snapshot_xmin(pg_current_snapshot())` *in position order*, is
-//! not enough on its own: transaction ids are assigned in one order and positions drawn in
-//! another. Transaction 101 can draw position 5, then transaction 100 draws 6 and commits;
-//! xmin is now 101, so a follower returns 6 and later misses 5 when 101 commits. That design
-//! is only correct when followers order by `(transaction id, position)`, and then positions
-//! are not increasing along the log, which es-core's contract requires.
+//! commits. Storing `pg_current_xact_id()` and reading only below
+//! `pg_snapshot_xmin(pg_current_snapshot())` *in position order* is not enough either:
+//! transaction ids are assigned in one order and positions drawn in another (transaction 101
+//! draws position 5, transaction 100 draws 6 and commits; xmin is 101, so a follower returns 6
+//! and later misses 5).
 //!
 //! This store instead makes every in-flight append *visible* before it draws a position: each
-//! append statement (the plain-SQL one and `es_append` alike) reads the sequence's
-//! `last_value` (a lower bound of anything it will draw, because a `CACHE 1` sequence hands
-//! values out in real-time order) and takes a shared, transaction-scoped advisory lock whose
-//! key encodes that bound. `pg_locks` is not transactional: the lock is visible to every
-//! session from the moment it is granted until the append commits or rolls back. A read of the log (`es_read_all`, `es_head`) first
-//! computes the frontier `F = min(last_value + 1, smallest announced bound)`, reading the
-//! sequence and then `pg_locks`, and only *then* takes the snapshot it reads rows with
-//! (a new statement of a VOLATILE plpgsql function in READ COMMITTED), returning rows below
-//! `F`.
+//! append statement reads the sequence's `last_value` (a lower bound of anything it will
+//! draw, because a `CACHE 1` sequence hands values out in real-time order) and takes a
+//! shared, transaction-scoped advisory lock whose key encodes that bound and a tag of the
+//! store's schema. `pg_locks` is not transactional: the lock is visible to every session from
+//! the moment it is granted until the append commits or rolls back. A read of the log
+//! (`es_read_log`, `es_head`) first computes the frontier `F = min(next value of the
+//! sequence, smallest bound announced in this schema)`, reading the sequence and then
+//! `pg_locks`, and only *then* takes the snapshot it reads rows with (a new statement of a
+//! VOLATILE plpgsql function in READ COMMITTED), returning rows below `F`.
 //!
 //! Why nothing is skipped: take a row `q` that is not visible to that snapshot (it commits
-//! later). If `q` drew its position after the sequence read, its position is above
-//! `last_value`, so at least `F`. If it drew before, its lock was granted before that (before
-//! the `pg_locks` read) and is still held at the `pg_locks` read (`q` commits after the
-//! snapshot, which comes later), so `F` is at most `q`'s bound, at most its position. Either
-//! way `q` lands at or above `F`, above every row returned. The order of the three reads is
-//! essential: an earlier version took the snapshot first and the test with slow appends caught
-//! it skipping (an append could commit, releasing its lock, between the snapshot and the
-//! `pg_locks` read). Reads therefore refuse to run in REPEATABLE READ or SERIALIZABLE
-//! transactions, whose snapshot would predate the frontier.
+//! later). If `q` drew its position after the sequence read, its position is at least the
+//! next value, so at least `F`. If it drew before, its lock was granted before that and is
+//! still held at the `pg_locks` read (`q` commits after the snapshot, which comes later), so
+//! `F` is at most `q`'s bound, at most its position. Either way `q` lands at or above `F`.
+//! So a page that is not full has considered every position below `F`: its
+//! [`LogPage::scanned_to`](es_core::LogPage::scanned_to) is `F - 1` (or the filter's `before`
+//! bound), and a consumer may checkpoint it even when nothing matched. Reads refuse to run in
+//! REPEATABLE READ or SERIALIZABLE transactions, whose snapshot would predate the frontier.
+//!
+//! The key is `69 << 24 | tag << 16 | bound >> 32` and `bound & 0xffffffff`, with `tag` in
+//! 1..=255 derived from the schema name (`es_schema_tag()`); positions stay below 2^48 (the
+//! sequence's `MAXVALUE`: beyond it appends fail, they never announce a truncated bound).
+//! Followers of one schema read only their schema's announcements (and untagged ones from
+//! older builds), so a long append in one schema does not hold back another. Two schemas
+//! whose tags collide (1 in 255) see each other's announcements, which can only delay their
+//! followers, never make them skip; so can a foreign advisory lock with the same top byte.
+//! Rows written to `events` by hand, without an announcement, are not covered.
 //!
 //! What it costs: writers never wait for each other (shared locks never conflict); each append
 //! adds a sequence read and a lock-table entry (see BENCHMARKS.md); each read of the log scans
-//! `pg_locks` once. A long-running append holds followers back until it ends, exactly as with
-//! the xmin design, and only delays them. Several stores in one database share the frontier
-//! (it is per database), which is conservative: it delays, never skips. No `xid8` column is
-//! needed.
+//! `pg_locks` once. A long-running append holds the schema's followers back until it ends.
 //!
-//! Appends made with [`PostgresStore::append_in`] inside a caller's transaction keep the
-//! guarantee (each one announces its own bound, and the first stays held until commit).
+//! ## Filtered reads
 //!
-//! ## Decoding
+//! A [`LogFilter`](es_core::LogFilter) runs in the database: a filter on event names reads
+//! each name through the `(event_name, position)` index, a filter on aggregate types through
+//! `(aggregate_type, position)`, at most one page of each, merged in position order; the time
+//! bound and the other dimension filter those rows. So a sparse consumer reads what it takes,
+//! and its `scanned_to` still moves over everything it skipped.
 //!
-//! The store returns [`es_core::RecordedEvent`]s with the raw stored payload; an unknown event
-//! name, a schema version newer than the code, or a payload that does not fit the struct is
-//! reported by [`es_core::RecordedEvent::decode`] as [`es_core::Error::Decode`] naming the
-//! stream, version and event. A row whose envelope itself is unreadable (metadata of the wrong
-//! shape) is an [`es_core::Error::Backend`] wrapping [`BadRow`], which names the stream and
-//! version too. Nothing panics.
+//! ## Followers and consumers
 //!
-//! ## Subscriptions and projections
-//!
-//! Appends wake subscriptions with a `NOTIFY` on the channel `es_events_<schema>`, sent after
-//! the commit by a per-store background task that coalesces appends (at most one per
-//! [`StoreOptions::notify_interval`]; switch off with [`StoreOptions::notify`]). It is not
-//! sent inside the append: PostgreSQL serialises the commits of notifying transactions across
-//! the whole server, which cost a third of the throughput of 8 concurrent writers. [`PostgresStore::subscribe`] listens first, catches up with
-//! keyset pages, then waits for a notification or its polling interval, whichever comes first,
-//! so a lost notification only delays. [`TransactionalRunner`] applies a batch and moves the
-//! checkpoint in one transaction, holding the checkpoint row's lock, so effects happen exactly
-//! once even across crashes and with several runners.
+//! [`GlobalLog::wakeup`](es_core::GlobalLog::wakeup) wakes followers at once after this
+//! store's appends commit, and after other processes' appends through `LISTEN` on the channel
+//! `es_events_<schema>` (one task and connection per store, reconnecting on failure), with a
+//! polling fallback ([`StoreOptions::poll_interval`]). Appends send the `NOTIFY` after their
+//! commit from a per-store task that coalesces them ([`StoreOptions::notify_interval`]): inside
+//! the append, PostgreSQL would serialise the commits of notifying transactions across the
+//! server. Consumers run on es-core's runtime ([`es_core::Consumer`]) with
+//! [`ExactlyOnce`] or [`AtLeastOnce`](es_core::AtLeastOnce) delivery; leases are session
+//! advisory locks (see [`Leases` for `PostgresStore`](PostgresStore#impl-Leases-for-PostgresStore)).
 #![doc(test(attr(deny(warnings))))]
 
+mod checkpoint;
+mod delivery;
+mod error;
+mod lease;
+mod log;
 mod notifier;
 mod projection;
-mod schema;
+mod rows;
+mod sql;
 mod store;
-mod subscription;
+mod tx;
+mod wakeup;
 
-pub use projection::{InlineProjection, TransactionalProjection, TransactionalRunner};
-pub use store::{BadRow, MIGRATOR, PostgresStore, StoreOptions};
-pub use subscription::SubscriptionOptions;
+pub use delivery::ExactlyOnce;
+pub use error::{ConnectError, redact_url};
+pub use projection::InlineProjection;
+pub use store::{MIGRATOR, PostgresStore, StoreOptions};
+pub use tx::PgTx;
 
 /// The sqlx this crate is built on, for the connection types in its signatures.
 pub use sqlx;

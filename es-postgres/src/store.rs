@@ -1,24 +1,31 @@
-//! `PostgresStore`: the [`EventStore`] on PostgreSQL.
+//! `PostgresStore`: set-up, streams and snapshots.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use es_core::{
-    Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, ReplayEvent, Snapshot,
-    StreamId, StreamQuery,
+    BoxError, Error, ExpectedVersion, Limits, Metadata, NewEvent, RecordedEvent, ReplayEvent,
+    Snapshot, SnapshotStore, StreamId, StreamQuery, StreamStore, WakeupSender,
 };
 use serde_json::value::RawValue;
-use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::query::Query;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::QueryAs;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
+use sqlx::{AssertSqlSafe, Connection, FromRow, Postgres};
 use uuid::Uuid;
 
+use crate::error::{self, ConnectError, Phase};
 use crate::notifier::Notifier;
 use crate::projection::InlineProjection;
-use crate::schema::{Sql, validate_schema};
+use crate::rows::{
+    self, AppendOutcome, AppendRow, EventRow, FastAppendRow, Landed, LoadRow, SnapshotRow,
+};
+use crate::sql::{Sql, expected_code, validate_schema};
+use crate::tx::PgTx;
+use crate::wakeup::{Listener, Signals};
 
 /// The schema's migrations, embedded from `es-postgres/migrations`.
 ///
@@ -26,14 +33,22 @@ use crate::schema::{Sql, validate_schema};
 /// to the store's schema. Run them yourself only with that search path.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
+/// How often an append that lost a race on a unique key is tried again before it reports a
+/// conflict (races resolve in one or two rounds; this only bounds a pathological loop).
+const MAX_RACES: u32 = 1_000;
+
 /// How a [`PostgresStore`] is set up.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     schema: String,
     notify: bool,
-    notify_interval: std::time::Duration,
+    listen: bool,
+    notify_interval: Duration,
+    poll_interval: Duration,
     max_connections: u32,
-    acquire_timeout: std::time::Duration,
+    acquire_timeout: Duration,
+    lease_check_interval: Duration,
+    limits: Limits,
 }
 
 impl Default for StoreOptions {
@@ -41,16 +56,21 @@ impl Default for StoreOptions {
         Self {
             schema: "public".to_owned(),
             notify: true,
-            notify_interval: std::time::Duration::from_millis(2),
+            listen: true,
+            notify_interval: Duration::from_millis(2),
+            poll_interval: Duration::from_millis(500),
             max_connections: 16,
-            acquire_timeout: std::time::Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(30),
+            lease_check_interval: Duration::from_secs(1),
+            limits: Limits::default(),
         }
     }
 }
 
 impl StoreOptions {
-    /// Defaults: schema `public`, NOTIFY after appends (at most one per 2 ms), pools of 16
-    /// connections.
+    /// Defaults: schema `public`, `NOTIFY` after appends (at most one per 2 ms) and `LISTEN`
+    /// for followers, polling every 500 ms as a fallback, pools of 16 connections, leases
+    /// checked every second, [`Limits::default`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -62,33 +82,47 @@ impl StoreOptions {
         self
     }
 
-    /// Whether appends wake subscriptions with a `NOTIFY` on the channel
-    /// [`PostgresStore::channel`] (default on). Off, subscriptions still see every event at
-    /// their polling interval.
+    /// Whether appends send a `NOTIFY` on the channel [`PostgresStore::channel`] (default on),
+    /// which wakes followers in other processes. Followers in this process are woken directly
+    /// either way.
     ///
     /// The `NOTIFY` is not sent inside the append's transaction (PostgreSQL serialises the
     /// commits of notifying transactions across the whole server): the store sends it after
     /// the commit, from a background task on its own pooled connection, coalescing the
-    /// appends of one [`notify_interval`](Self::notify_interval). Appends made with
-    /// [`PostgresStore::append_in`] and appends with inline projections notify inside their
-    /// transaction instead, since only that transaction's commit makes them visible.
+    /// appends of one [`notify_interval`](Self::notify_interval).
     pub fn notify(mut self, notify: bool) -> Self {
         self.notify = notify;
         self
     }
 
+    /// Whether followers of this store (its [`GlobalLog::wakeup`](es_core::GlobalLog::wakeup))
+    /// `LISTEN` for other processes' notifications, on one connection of their own outside
+    /// the pool (default on). Off, they see other processes' appends at their polling
+    /// interval.
+    pub fn listen(mut self, listen: bool) -> Self {
+        self.listen = listen;
+        self
+    }
+
     /// The shortest time between two notifications of one store (default 2 ms): the most a
-    /// subscription's wake-up is delayed, traded for one `NOTIFY` round trip per interval
+    /// follower in another process is delayed, traded for one `NOTIFY` round trip per interval
     /// instead of one per append. Zero sends one per append (still coalescing appends that
     /// commit while a `NOTIFY` is in flight).
-    pub fn notify_interval(mut self, interval: std::time::Duration) -> Self {
+    pub fn notify_interval(mut self, interval: Duration) -> Self {
         self.notify_interval = interval;
         self
     }
 
-    /// How long [`PostgresStore::connect_with`]'s pool waits for a connection, including the
-    /// first one (default 30 s).
-    pub fn acquire_timeout(mut self, timeout: std::time::Duration) -> Self {
+    /// How long a follower waits without a wake-up before it reads anyway (default 500 ms):
+    /// the most a lost notification delays it.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How long [`PostgresStore::connect_with`]'s pool waits for a connection, and how long
+    /// the first connection may take (default 30 s). A refused connection fails at once.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self
     }
@@ -98,15 +132,38 @@ impl StoreOptions {
         self.max_connections = max.max(1);
         self
     }
+
+    /// How often a held lease checks that its connection is alive (default 1 s): a holder
+    /// whose connection died learns it within about this long (see the crate docs on leases).
+    pub fn lease_check_interval(mut self, interval: Duration) -> Self {
+        self.lease_check_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The input rules appends, snapshots and checkpoints are checked against before any I/O
+    /// (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the largest payload, snapshot state or metadata document, in bytes of JSON
+    /// ([`Limits::max_payload_bytes`]).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_payload_bytes = bytes;
+        self
+    }
 }
 
-/// An [`EventStore`] on PostgreSQL. Clones share one connection pool.
+/// The event store on PostgreSQL: streams, snapshots, the global log, checkpoints, leases.
+/// Clones share one connection pool.
 ///
-/// See the [crate docs](crate) for the schema and the global-order design.
+/// See the [crate docs](crate) for the schema, the global-order design and the cancellation
+/// guarantee.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), es_core::Error> {
-/// use es_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId, StreamQuery};
+/// use es_core::{ExpectedVersion, Metadata, NewEvent, StreamId, StreamQuery, StreamStore};
 /// use es_postgres::PostgresStore;
 ///
 /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
@@ -128,17 +185,18 @@ impl StoreOptions {
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
-    inner: Arc<Inner>,
+    pub(crate) pool: PgPool,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Clone)]
-struct Inner {
-    schema: String,
-    sql: Sql,
-    notify: bool,
-    /// Present when `notify` is on.
-    notifier: Option<Arc<Notifier>>,
+pub(crate) struct Inner {
+    pub(crate) schema: String,
+    pub(crate) sql: Arc<Sql>,
+    pub(crate) limits: Limits,
+    pub(crate) signals: Arc<Signals>,
+    pub(crate) listener: Arc<Listener>,
+    pub(crate) lease_check: Duration,
     inline: Vec<Arc<dyn InlineProjection>>,
 }
 
@@ -146,117 +204,23 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("schema", &self.inner.schema)
-            .field("notify", &self.inner.notify)
+            .field("notify", &self.inner.signals.notifier.is_some())
             .field("inline_projections", &self.inner.inline.len())
             .finish_non_exhaustive()
     }
 }
 
-/// Wraps a sqlx error as [`Error::Backend`].
-pub(crate) fn backend(error: sqlx::Error) -> Error {
-    Error::backend(error)
-}
-
-/// A stored row that this code cannot turn into a [`RecordedEvent`] (as opposed to a payload
-/// the aggregate cannot decode, which [`RecordedEvent::decode`] reports as [`Error::Decode`]).
-#[derive(Debug, thiserror::Error)]
-#[error("stored event {stream} version {version} has an unreadable column: {source}")]
-pub struct BadRow {
-    /// Stream of the row.
-    pub stream: StreamId,
-    /// Stream version of the row.
-    pub version: u64,
-    /// What sqlx or serde said.
-    #[source]
-    pub source: sqlx::Error,
-}
-
-/// Database integers are `bigint`; the store only ever writes positive values.
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-fn to_i64(value: u64, what: &str) -> Result<i64, Error> {
-    i64::try_from(value).map_err(|_| Error::Invalid(format!("{what} {value} exceeds i64::MAX")))
-}
-
-/// Reads the event columns of [`crate::schema::EVENT_COLUMNS`] from `row`, starting at column 0.
-/// `stream` avoids re-reading the stream columns when the caller knows them.
-pub(crate) fn decode_event(row: &PgRow, stream: Option<&StreamId>) -> Result<RecordedEvent, Error> {
-    let stream = match stream {
-        Some(s) => s.clone(),
-        None => StreamId::new(
-            row.try_get::<String, _>(2).map_err(backend)?,
-            row.try_get::<String, _>(3).map_err(backend)?,
-        ),
-    };
-    let version = to_u64(row.try_get::<i64, _>(4).map_err(backend)?);
-    let bad = |source| {
-        Error::backend(BadRow {
-            stream: stream.clone(),
-            version,
-            source,
-        })
-    };
-    let position = to_u64(row.try_get::<i64, _>(0).map_err(bad)?);
-    let event_id = row.try_get::<Uuid, _>(1).map_err(bad)?;
-    let event_name = row.try_get::<String, _>(5).map_err(bad)?;
-    let schema_version = u32::try_from(row.try_get::<i32, _>(6).map_err(bad)?).unwrap_or(0);
-    let payload = row.try_get::<Box<RawValue>, _>(7).map_err(bad)?;
-    let Json(metadata) = row.try_get::<Json<Metadata>, _>(8).map_err(bad)?;
-    let recorded_at = row.try_get::<DateTime<Utc>, _>(9).map_err(bad)?;
-    Ok(RecordedEvent {
-        event_id,
-        stream,
-        version,
-        position,
-        event_name,
-        schema_version,
-        payload,
-        metadata,
-        recorded_at,
-    })
-}
-
-/// What one call of the append function concluded.
+/// What one attempt of an append concluded.
 enum Attempt {
-    Done(Vec<RecordedEvent>),
+    /// Written by this attempt.
+    Appended(Vec<RecordedEvent>),
+    /// Stored before (an identical retry): the events as first stored.
+    Replayed(Vec<RecordedEvent>),
+    /// The expectation failed; the actual version.
     Conflict(u64),
-    /// A concurrent append took the version first (unique key on the stream version).
-    VersionRace,
-    /// A concurrent append stored one of the ids first (unique key on the event id).
-    IdRace,
-}
-
-fn expected_code(expected: ExpectedVersion) -> Result<i64, Error> {
-    Ok(match expected {
-        ExpectedVersion::Any => -1,
-        ExpectedVersion::NoStream => 0,
-        ExpectedVersion::StreamExists => -3,
-        ExpectedVersion::Exact(v) => to_i64(v, "expected version")?,
-    })
-}
-
-fn check_batch(events: &[NewEvent]) -> Result<(), Error> {
-    let duplicate = if events.len() <= 16 {
-        events
-            .iter()
-            .enumerate()
-            .find(|(i, e)| events[..*i].iter().any(|o| o.event_id == e.event_id))
-            .map(|(_, e)| e.event_id)
-    } else {
-        let mut seen = std::collections::HashSet::with_capacity(events.len());
-        events
-            .iter()
-            .find(|e| !seen.insert(e.event_id))
-            .map(|e| e.event_id)
-    };
-    match duplicate {
-        Some(id) => Err(Error::Invalid(format!(
-            "event id {id} appears twice in one append"
-        ))),
-        None => Ok(()),
-    }
+    /// A concurrent append took the version or one of the ids first (a unique key refused
+    /// the insert, which aborts an enclosing transaction).
+    Race,
 }
 
 /// The stored events of a batch whose ids were found, or why they are not a retry of it.
@@ -286,10 +250,58 @@ fn replayed(
     }
     match first_reused {
         Some((event_id, stream)) => Err(Error::DuplicateEventId { event_id, stream }),
-        None => Err(Error::Invalid(
-            "the append function reported stored ids that are not in the batch".into(),
+        None => Err(Error::backend(
+            "the append function reported stored ids that are not in the batch",
         )),
     }
+}
+
+/// The batch as recorded, from where each event landed.
+fn recorded(
+    stream: &StreamId,
+    events: &[NewEvent],
+    landed: Vec<Landed>,
+) -> Result<Vec<RecordedEvent>, Error> {
+    if landed.len() != events.len() {
+        return Err(Error::backend(format!(
+            "the append to {stream} returned {} rows for {} events",
+            landed.len(),
+            events.len()
+        )));
+    }
+    Ok(events
+        .iter()
+        .zip(landed)
+        .map(|(event, at)| {
+            event
+                .clone()
+                .into_recorded(stream.clone(), at.version, at.position, at.recorded_at)
+        })
+        .collect())
+}
+
+/// Whether `error` is a unique violation on one of the two keys an append races on.
+fn lost_race(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.code().as_deref() == Some("23505")
+            && matches!(db.constraint(), Some("events_event_id_key" | "events_stream_version_key")))
+}
+
+/// A version or position a caller asks about, beyond what the database can store: nothing
+/// lies there, so reads clamp it to the largest storable value.
+pub(crate) fn clamp_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Names a filter can match: one with a NUL can never be stored, so it matches nothing.
+pub(crate) fn storable_names(names: &Option<Vec<String>>) -> Option<Vec<&str>> {
+    names.as_ref().map(|names| {
+        names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.contains('\0'))
+            .collect()
+    })
 }
 
 /// A batch as the column arrays both append statements bind.
@@ -314,6 +326,7 @@ impl<'a> Columns<'a> {
         for e in events {
             columns.ids.push(e.event_id);
             columns.names.push(e.event_name.as_str());
+            // Limits::check_append keeps schema versions within i32.
             columns
                 .schema_versions
                 .push(i32::try_from(e.schema_version).map_err(|_| {
@@ -327,13 +340,16 @@ impl<'a> Columns<'a> {
 
     /// `sql` with the parameters both append statements share bound: `$1`, `$2` the stream,
     /// `$3` the expected-version code, `$4` to `$8` the columns.
-    fn bind<'q>(
+    fn bind<'q, O>(
         &'q self,
         sql: Arc<str>,
         stream: &'q StreamId,
         expected: ExpectedVersion,
-    ) -> Result<Query<'q, Postgres, PgArguments>, Error> {
-        Ok(sqlx::query(AssertSqlSafe(sql))
+    ) -> Result<QueryAs<'q, Postgres, O, PgArguments>, Error>
+    where
+        O: for<'r> FromRow<'r, PgRow>,
+    {
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(&stream.aggregate_type)
             .bind(&stream.aggregate_id)
             .bind(expected_code(expected)?)
@@ -345,51 +361,70 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The appended events from `es_append`'s rows of kind `'a'` (position, version and time in
-/// columns 1 to 3), one per event in batch order.
-fn recorded_from(
-    stream: &StreamId,
-    events: &[NewEvent],
-    rows: &[PgRow],
-) -> Result<Vec<RecordedEvent>, Error> {
-    if rows.len() != events.len() {
-        return Err(Error::Invalid(format!(
-            "the append returned {} rows for {} events",
-            rows.len(),
-            events.len()
-        )));
+/// An error found after a write statement succeeded: in `Committing`, the write committed, so
+/// its outcome is unknown to the caller rather than failed.
+fn after_write(error: Error, phase: Phase) -> Error {
+    match phase {
+        Phase::Committing => Error::OutcomeUnknown(Box::new(error)),
+        Phase::Uncommitted => error,
     }
-    rows.iter()
-        .zip(events)
-        .map(|(row, event)| {
-            Ok(event.clone().into_recorded(
-                stream.clone(),
-                to_u64(row.try_get(2).map_err(backend)?),
-                to_u64(row.try_get(1).map_err(backend)?),
-                row.try_get(3).map_err(backend)?,
-            ))
-        })
-        .collect()
+}
+
+/// What a failing inline projection means for the append: the append is rolled back; a
+/// database failure keeps its own meaning, a refusal by the projection is a handler error.
+fn projection_error(name: &str, position: u64, source: BoxError) -> Error {
+    let source = match source.downcast::<sqlx::Error>() {
+        Ok(sqlx) => return error::uncommitted(*sqlx),
+        Err(other) => other,
+    };
+    match source.downcast::<Error>() {
+        Ok(error) => *error,
+        Err(source) => Error::Handler {
+            consumer: format!("inline projection `{name}`"),
+            position,
+            source,
+        },
+    }
 }
 
 impl PostgresStore {
-    /// Connects a pool to `url` (schema `public`) and applies the migrations.
+    /// Connects to `url` (schema `public`) and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, Error> {
         Self::connect_with(url, StoreOptions::default()).await
     }
 
-    /// Connects a pool to `url` with `options` and applies the migrations.
+    /// Connects to `url` with `options` and applies the migrations.
+    ///
+    /// The first connection is made at once, and its failure is returned at once (a refused
+    /// connection does not wait for the acquire timeout) as [`Error::Backend`] holding a
+    /// [`ConnectError`] with the cause. No message ever shows the URL's password.
     pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self, Error> {
         validate_schema(&options.schema)?;
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Invalid(ConnectError::new(url, &e).to_string()))?;
+        let mut first = match tokio::time::timeout(
+            options.acquire_timeout,
+            PgConnection::connect_with(&connect),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(Error::Backend(Box::new(ConnectError::new(url, &e)))),
+            Err(_) => {
+                let waited = format!("no answer within {:?}", options.acquire_timeout);
+                return Err(Error::Backend(Box::new(ConnectError::new(url, &waited))));
+            }
+        };
+        let migrated = migrate_on(&mut first, &options.schema).await;
+        if let Err(e) = first.close().await {
+            tracing::debug!(error = %e, "closing the migration connection");
+        }
+        migrated?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect(url)
-            .await
-            .map_err(backend)?;
-        let store = Self::from_pool_with(pool, options)?;
-        store.migrate().await?;
-        Ok(store)
+            .connect_lazy_with(connect);
+        Ok(Self::build(pool, options))
     }
 
     /// A store on an existing pool, schema `public`. Does not migrate: call
@@ -406,22 +441,32 @@ impl PostgresStore {
     }
 
     fn build(pool: PgPool, options: StoreOptions) -> Self {
-        let sql = Sql::new(&options.schema);
+        let sql = Arc::new(Sql::new(&options.schema));
+        let local = WakeupSender::new();
         let notifier = options.notify.then(|| {
-            Arc::new(Notifier::new(
+            Notifier::new(
                 pool.clone(),
                 sql.notify.clone(),
                 sql.channel.clone(),
                 options.notify_interval,
-            ))
+            )
         });
+        let listener = Listener::new(
+            pool.connect_options(),
+            sql.channel.clone(),
+            local.clone(),
+            options.poll_interval,
+            options.listen,
+        );
         Self {
             pool,
             inner: Arc::new(Inner {
-                notifier,
-                sql,
                 schema: options.schema,
-                notify: options.notify,
+                sql,
+                limits: options.limits,
+                signals: Arc::new(Signals { local, notifier }),
+                listener: Arc::new(listener),
+                lease_check: options.lease_check_interval,
                 inline: Vec::new(),
             }),
         }
@@ -430,29 +475,8 @@ impl PostgresStore {
     /// Creates the schema if needed and applies pending migrations, on a dedicated connection
     /// whose `search_path` is the store's schema. Concurrent calls wait for each other.
     pub async fn migrate(&self) -> Result<(), Error> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?.detach();
-        let schema = format!("\"{}\"", self.inner.schema);
-        let result = async {
-            // Two stores creating the same schema at once may race on the catalog; the
-            // migrator's own lock serialises everything after this statement.
-            if let Err(e) = sqlx::query(AssertSqlSafe(format!(
-                "CREATE SCHEMA IF NOT EXISTS {schema}"
-            )))
-            .execute(&mut conn)
-            .await
-            {
-                tracing::debug!(error = %e, "CREATE SCHEMA raced; continuing");
-            }
-            sqlx::query(AssertSqlSafe(format!("SET search_path TO {schema}")))
-                .execute(&mut conn)
-                .await
-                .map_err(backend)?;
-            MIGRATOR
-                .run_direct(None, &mut conn, false)
-                .await
-                .map_err(Error::backend)
-        }
-        .await;
+        let mut conn = self.pool.acquire().await.map_err(error::acquire)?.detach();
+        let result = migrate_on(&mut conn, &self.inner.schema).await;
         // The connection was detached from the pool: close it rather than hand a modified
         // session back.
         if let Err(e) = conn.close().await {
@@ -461,7 +485,8 @@ impl PostgresStore {
         result
     }
 
-    /// The pool, for read models that live in the same database.
+    /// The pool, for read models that live in the same database. Open transactions with
+    /// [`PostgresStore::begin`], not with the pool's `begin` (see [`PgTx`]).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -476,10 +501,28 @@ impl PostgresStore {
         &self.inner.sql.channel
     }
 
+    /// The input rules the store checks before any I/O.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Opens a transaction on a pooled connection: for appends together with other writes
+    /// ([`PostgresStore::append_in`]) and for read models. Dropped before it commits or rolls
+    /// back, it never returns its connection to the pool (see [`PgTx`]).
+    pub async fn begin(&self) -> Result<PgTx, Error> {
+        PgTx::begin(&self.pool, self.inner.signals.clone()).await
+    }
+
     /// Runs `projection` inside every append's own transaction, after the events are written
     /// and before the commit: its read model is up to date when the append returns
-    /// (read-your-writes), and a failing projection fails the append. Appends with inline
-    /// projections take three round trips (begin, append, commit) plus the projection's own.
+    /// (read-your-writes), and a failing projection fails the append, which writes nothing.
+    /// Such appends take four round trips (begin, append, commit, plus the projection's own)
+    /// and keep the contract of plain appends: a lost race is retried in a new transaction, an
+    /// identical retry returns the stored events without running the projection again.
+    ///
+    /// A projection that fails on its own (not on the database) makes the append fail with
+    /// [`Error::Handler`] naming it; a database failure inside it keeps its meaning
+    /// ([`Error::Backend`] for a lost connection, [`Error::Invalid`] for a refusal).
     pub fn with_inline_projection(mut self, projection: impl InlineProjection) -> Self {
         Arc::make_mut(&mut self.inner)
             .inline
@@ -487,32 +530,48 @@ impl PostgresStore {
         self
     }
 
-    /// Appends on a connection the caller controls, typically inside its own transaction
-    /// (for example to write an outbox row or a read model atomically with the events).
+    /// Appends in the caller's transaction, for example to write an outbox row or a read model
+    /// atomically with the events; inline projections run in it too. Checked by the store's
+    /// [`Limits`] first. Followers are woken when `tx` commits.
     ///
-    /// Inline projections are not run. If a concurrent append takes the same version first,
-    /// PostgreSQL aborts the caller's transaction: the result is [`Error::Conflict`] and the
-    /// transaction must be rolled back.
+    /// If a concurrent append takes the same version or event id first, PostgreSQL aborts the
+    /// caller's transaction: the result is [`Error::Conflict`] and the transaction must be
+    /// rolled back (an identical retry in a new transaction returns the stored events).
     pub async fn append_in(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut PgTx,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        check_batch(&events)?;
+        self.inner
+            .limits
+            .check_append(stream, expected, &mut events)?;
         let columns = Columns::new(&events)?;
         match self
-            .attempt(conn, stream, expected, &events, &columns, self.inner.notify)
+            .attempt(
+                tx.conn(),
+                stream,
+                expected,
+                &events,
+                &columns,
+                true,
+                Phase::Uncommitted,
+            )
             .await?
         {
-            Attempt::Done(recorded) => Ok(recorded),
+            Attempt::Appended(recorded) => {
+                self.run_inline(tx, &recorded).await?;
+                tx.appended();
+                Ok(recorded)
+            }
+            Attempt::Replayed(stored) => Ok(stored),
             Attempt::Conflict(actual) => Err(Error::Conflict {
                 stream: stream.clone(),
                 expected,
                 actual,
             }),
-            Attempt::VersionRace | Attempt::IdRace => Err(Error::Conflict {
+            Attempt::Race => Err(Error::Conflict {
                 stream: stream.clone(),
                 expected,
                 actual: self.stream_version(stream).await?,
@@ -520,7 +579,25 @@ impl PostgresStore {
         }
     }
 
-    /// One call of the append function (`notify`: send `NOTIFY` inside the transaction).
+    async fn run_inline(&self, tx: &mut PgTx, recorded: &[RecordedEvent]) -> Result<(), Error> {
+        for projection in &self.inner.inline {
+            projection
+                .apply(tx.conn(), recorded)
+                .await
+                .map_err(|source| {
+                    projection_error(
+                        projection.name(),
+                        recorded.first().map_or(0, |e| e.position),
+                        source,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// One attempt: the plain-SQL statement first when `fast` (see `sql::append_fast`), then
+    /// `es_append` if that wrote nothing.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         conn: &mut PgConnection,
@@ -528,94 +605,52 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
         columns: &Columns<'_>,
-        notify: bool,
+        fast: bool,
+        phase: Phase,
     ) -> Result<Attempt, Error> {
-        let result = columns
-            .bind(self.inner.sql.append.clone(), stream, expected)?
-            .bind(notify)
-            .fetch_all(&mut *conn)
-            .await;
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-                return Ok(match db.constraint() {
-                    Some("events_event_id_key") => Attempt::IdRace,
-                    _ => Attempt::VersionRace,
-                });
-            }
-            Err(e) => return Err(backend(e)),
-        };
-        let Some(first) = rows.first() else {
-            return Ok(Attempt::Done(Vec::new()));
-        };
-        let kind: i8 = first.try_get(0).map_err(backend)?;
-        match kind as u8 {
-            b'c' => Ok(Attempt::Conflict(to_u64(
-                first.try_get(2).map_err(backend)?,
-            ))),
-            b'd' => {
-                let mut stored = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    stored.push(decode_stored(row)?);
+        let sql = &self.inner.sql;
+        if fast && !events.is_empty() {
+            match columns
+                .bind::<FastAppendRow>(sql.append_fast.clone(), stream, expected)?
+                .fetch_one(&mut *conn)
+                .await
+            {
+                Ok(row) => {
+                    if let Some(landed) = row
+                        .landed(stream, events.len())
+                        .map_err(|e| after_write(e, phase))?
+                    {
+                        return recorded(stream, events, landed)
+                            .map(Attempt::Appended)
+                            .map_err(|e| after_write(e, phase));
+                    }
                 }
-                replayed(stream, events, stored).map(Attempt::Done)
+                Err(e) if lost_race(&e) => return Ok(Attempt::Race),
+                Err(e) => return Err(error::classify(e, phase)),
             }
-            _ => recorded_from(stream, events, &rows).map(Attempt::Done),
+        }
+        let rows = match columns
+            .bind::<AppendRow>(sql.append.clone(), stream, expected)?
+            .fetch_all(&mut *conn)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) if lost_race(&e) => return Ok(Attempt::Race),
+            Err(e) => return Err(error::classify(e, phase)),
+        };
+        match AppendRow::outcome(rows, stream).map_err(|e| after_write(e, phase))? {
+            AppendOutcome::Appended(landed) => recorded(stream, events, landed)
+                .map(Attempt::Appended)
+                .map_err(|e| after_write(e, phase)),
+            AppendOutcome::Conflict(actual) => Ok(Attempt::Conflict(actual)),
+            AppendOutcome::Stored(stored) => {
+                replayed(stream, events, stored).map(Attempt::Replayed)
+            }
         }
     }
 
-    /// The plain-SQL append (see `schema::append_fast`): `None` when it wrote nothing because
-    /// a check or a unique key failed, for `es_append` to tell a conflict from a retry.
-    async fn attempt_fast(
-        &self,
-        conn: &mut PgConnection,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
-        columns: &Columns<'_>,
-    ) -> Result<Option<Vec<RecordedEvent>>, Error> {
-        let result = columns
-            .bind(self.inner.sql.append_fast.clone(), stream, expected)?
-            .fetch_one(&mut *conn)
-            .await;
-        let row = match result {
-            Ok(row) => row,
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-                return Ok(None);
-            }
-            Err(e) => return Err(backend(e)),
-        };
-        let Some(positions) = row.try_get::<Option<Vec<i64>>, _>(0).map_err(backend)? else {
-            return Ok(None);
-        };
-        let first_version = to_u64(row.try_get(1).map_err(backend)?);
-        let recorded_at: DateTime<Utc> = row.try_get(2).map_err(backend)?;
-        if positions.len() != events.len() {
-            return Err(Error::Invalid(format!(
-                "the append returned {} positions for {} events",
-                positions.len(),
-                events.len()
-            )));
-        }
-        Ok(Some(
-            positions
-                .into_iter()
-                .zip(events)
-                .zip(first_version..)
-                .map(|((position, event), version)| {
-                    event.clone().into_recorded(
-                        stream.clone(),
-                        version,
-                        to_u64(position),
-                        recorded_at,
-                    )
-                })
-                .collect(),
-        ))
-    }
-
-    /// Appends on a pooled connection: the plain-SQL statement first, then `es_append` when
-    /// that wrote nothing, retrying the races the unique keys catch.
+    /// Appends on a pooled connection, each statement in its own implicit transaction,
+    /// retrying the races the unique keys catch.
     async fn append_pooled(
         &self,
         stream: &StreamId,
@@ -623,25 +658,26 @@ impl PostgresStore {
         events: &[NewEvent],
     ) -> Result<Vec<RecordedEvent>, Error> {
         let columns = Columns::new(events)?;
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        if !events.is_empty()
-            && let Some(recorded) = self
-                .attempt_fast(&mut conn, stream, expected, events, &columns)
-                .await?
-        {
-            self.committed();
-            return Ok(recorded);
-        }
+        let mut conn = self.pool.acquire().await.map_err(error::acquire)?;
         let mut races = 0u32;
         loop {
-            match self
-                .attempt(&mut conn, stream, expected, events, &columns, false)
-                .await?
-            {
-                Attempt::Done(recorded) => {
-                    self.committed();
+            let attempt = self
+                .attempt(
+                    &mut conn,
+                    stream,
+                    expected,
+                    events,
+                    &columns,
+                    races == 0,
+                    Phase::Committing,
+                )
+                .await?;
+            match attempt {
+                Attempt::Appended(recorded) => {
+                    self.inner.signals.committed();
                     return Ok(recorded);
                 }
+                Attempt::Replayed(stored) => return Ok(stored),
                 Attempt::Conflict(actual) => {
                     return Err(Error::Conflict {
                         stream: stream.clone(),
@@ -649,12 +685,12 @@ impl PostgresStore {
                         actual,
                     });
                 }
-                // A concurrent append got there first. Calling again sorts it out: the ids
-                // are checked first (an identical retry that won is returned as stored), then
-                // the version (a conflict reports the actual one; `Any` and `StreamExists`
-                // just append after it).
-                Attempt::VersionRace | Attempt::IdRace if races < 1_000 => races += 1,
-                Attempt::VersionRace | Attempt::IdRace => {
+                // A concurrent append got there first. `es_append` sorts it out: the ids are
+                // checked first (an identical retry that won is returned as stored), then the
+                // version (a conflict reports the actual one; `Any` and `StreamExists` just
+                // append after it).
+                Attempt::Race if races < MAX_RACES => races += 1,
+                Attempt::Race => {
                     return Err(Error::Conflict {
                         stream: stream.clone(),
                         expected,
@@ -665,97 +701,113 @@ impl PostgresStore {
         }
     }
 
-    /// Wakes subscriptions after an append outside any caller transaction committed.
-    fn committed(&self) {
-        if let Some(notifier) = &self.inner.notifier {
-            notifier.poke();
+    /// Appends in a transaction of its own with the inline projections; a lost race is
+    /// retried in a new transaction, so the outcome is the plain append's.
+    async fn append_inline(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let columns = Columns::new(events)?;
+        let mut races = 0u32;
+        loop {
+            let mut tx = self.begin().await?;
+            let attempt = self
+                .attempt(
+                    tx.conn(),
+                    stream,
+                    expected,
+                    events,
+                    &columns,
+                    races == 0,
+                    Phase::Uncommitted,
+                )
+                .await;
+            let attempt = match attempt {
+                Ok(attempt) => attempt,
+                Err(e) => {
+                    tx.discard().await;
+                    return Err(e);
+                }
+            };
+            match attempt {
+                Attempt::Appended(recorded) => {
+                    if let Err(e) = self.run_inline(&mut tx, &recorded).await {
+                        tx.discard().await;
+                        return Err(e);
+                    }
+                    tx.appended();
+                    tx.commit().await?;
+                    return Ok(recorded);
+                }
+                Attempt::Replayed(stored) => {
+                    tx.discard().await;
+                    return Ok(stored);
+                }
+                Attempt::Conflict(actual) => {
+                    tx.discard().await;
+                    return Err(Error::Conflict {
+                        stream: stream.clone(),
+                        expected,
+                        actual,
+                    });
+                }
+                Attempt::Race => {
+                    tx.discard().await;
+                    if races >= MAX_RACES {
+                        return Err(Error::Conflict {
+                            stream: stream.clone(),
+                            expected,
+                            actual: self.stream_version(stream).await?,
+                        });
+                    }
+                    races += 1;
+                }
+            }
         }
     }
-
-    /// [`EventStore::read_all`] on a connection the caller controls (for example inside a
-    /// projection's transaction). The transaction must be READ COMMITTED (PostgreSQL's
-    /// default): the read takes its snapshot after computing the safe frontier, which a
-    /// REPEATABLE READ snapshot taken earlier would defeat, so such reads are refused.
-    pub async fn read_all_in(
-        &self,
-        conn: &mut PgConnection,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, Error> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.read_all.clone()))
-            .bind(to_i64(after, "position")?)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?;
-        rows.iter().map(|row| decode_event(row, None)).collect()
-    }
-
-    /// The SQL of the statement that locks a projection checkpoint and returns its position.
-    pub(crate) fn lock_checkpoint_sql(&self) -> Arc<str> {
-        self.inner.sql.lock_checkpoint.clone()
-    }
-
-    /// The SQL that saves a checkpoint (`$1` name, `$2` position).
-    pub(crate) fn save_checkpoint_sql(&self) -> Arc<str> {
-        self.inner.sql.save_checkpoint.clone()
-    }
 }
 
-/// Decodes a row of kind `'d'` (a stored event returned by the append function).
-fn decode_stored(row: &PgRow) -> Result<RecordedEvent, Error> {
-    let stream = StreamId::new(
-        row.try_get::<String, _>(5).map_err(backend)?,
-        row.try_get::<String, _>(6).map_err(backend)?,
-    );
-    let version = to_u64(row.try_get::<i64, _>(2).map_err(backend)?);
-    let bad = |source| {
-        Error::backend(BadRow {
-            stream: stream.clone(),
-            version,
-            source,
-        })
-    };
-    let Json(metadata) = row.try_get::<Json<Metadata>, _>(10).map_err(bad)?;
-    Ok(RecordedEvent {
-        event_id: row.try_get(4).map_err(bad)?,
-        version,
-        position: to_u64(row.try_get(1).map_err(bad)?),
-        event_name: row.try_get(7).map_err(bad)?,
-        schema_version: u32::try_from(row.try_get::<i32, _>(8).map_err(bad)?).unwrap_or(0),
-        payload: row.try_get(9).map_err(bad)?,
-        metadata,
-        recorded_at: row.try_get(3).map_err(bad)?,
-        stream,
-    })
+/// Creates `schema` if needed and applies the migrations on `conn`, leaving its
+/// `search_path` set to the schema (callers close the connection afterwards).
+async fn migrate_on(conn: &mut PgConnection, schema: &str) -> Result<(), Error> {
+    let quoted = format!("\"{schema}\"");
+    // Two stores creating the same schema at once may race on the catalog; the migrator's own
+    // lock serialises everything after this statement.
+    if let Err(e) = sqlx::query(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {quoted}"
+    )))
+    .execute(&mut *conn)
+    .await
+    {
+        tracing::debug!(error = %e, "CREATE SCHEMA raced; continuing");
+    }
+    sqlx::query(AssertSqlSafe(format!("SET search_path TO {quoted}")))
+        .execute(&mut *conn)
+        .await
+        .map_err(error::uncommitted)?;
+    MIGRATOR
+        .run_direct(None, &mut *conn, false)
+        .await
+        .map_err(Error::backend)
 }
 
-impl EventStore for PostgresStore {
+impl StreamStore for PostgresStore {
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        check_batch(&events)?;
+        self.inner
+            .limits
+            .check_append(stream, expected, &mut events)?;
         if self.inner.inline.is_empty() {
-            return self.append_pooled(stream, expected, &events).await;
+            self.append_pooled(stream, expected, &events).await
+        } else {
+            self.append_inline(stream, expected, &events).await
         }
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let recorded = self.append_in(&mut tx, stream, expected, events).await?;
-        for projection in &self.inner.inline {
-            projection
-                .apply(&mut tx, &recorded)
-                .await
-                .map_err(|source| Error::Projection {
-                    projection: projection.name().to_owned(),
-                    position: recorded.first().map_or(0, |e| e.position),
-                    source,
-                })?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(recorded)
     }
 
     async fn read_stream(
@@ -763,101 +815,84 @@ impl EventStore for PostgresStore {
         stream: &StreamId,
         query: &StreamQuery,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let from = i64::try_from(query.from_version).unwrap_or(i64::MAX);
-        let to = query
-            .to_version
-            .map_or(i64::MAX, |v| i64::try_from(v).unwrap_or(i64::MAX));
-        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.read_stream.clone()))
+        if stream.aggregate_type.contains('\0') || stream.aggregate_id.contains('\0') {
+            // Never stored (see Limits): nothing to read.
+            return Ok(Vec::new());
+        }
+        let rows: Vec<EventRow> = sqlx::query_as(AssertSqlSafe(self.inner.sql.read_stream.clone()))
             .bind(&stream.aggregate_type)
             .bind(&stream.aggregate_id)
-            .bind(from)
-            .bind(to)
-            .bind(query.event_names.as_deref())
+            .bind(clamp_i64(query.from_version))
+            .bind(query.to_version.map_or(i64::MAX, clamp_i64))
+            .bind(storable_names(&query.event_names))
             .bind(query.recorded_until)
             .fetch_all(&self.pool)
             .await
-            .map_err(backend)?;
-        rows.iter()
-            .map(|row| decode_event(row, Some(stream)))
-            .collect()
+            .map_err(error::uncommitted)?;
+        rows.into_iter().map(RecordedEvent::try_from).collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
+        if stream.aggregate_type.contains('\0') || stream.aggregate_id.contains('\0') {
+            return Ok(0);
+        }
         let version: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.stream_version.clone()))
             .bind(&stream.aggregate_type)
             .bind(&stream.aggregate_id)
             .fetch_one(&self.pool)
             .await
-            .map_err(backend)?;
-        Ok(to_u64(version))
+            .map_err(error::uncommitted)?;
+        rows::position(version, "stream version")
     }
 
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, Error> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        self.read_all_in(&mut conn, after, limit).await
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, Error> {
+        let row: Option<EventRow> =
+            sqlx::query_as(AssertSqlSafe(self.inner.sql.read_event.clone()))
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(error::uncommitted)?;
+        row.map(RecordedEvent::try_from).transpose()
     }
+}
 
-    async fn head_position(&self) -> Result<u64, Error> {
-        let head: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.head_position.clone()))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(to_u64(head))
-    }
-
+impl SnapshotStore for PostgresStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, Error> {
-        let row = sqlx::query(AssertSqlSafe(self.inner.sql.load_snapshot.clone()))
-            .bind(&stream.aggregate_type)
-            .bind(&stream.aggregate_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| {
-            Ok(Snapshot {
-                stream: stream.clone(),
-                version: to_u64(row.try_get(0).map_err(backend)?),
-                state_version: u32::try_from(row.try_get::<i32, _>(1).map_err(backend)?)
-                    .unwrap_or(0),
-                state: row.try_get(2).map_err(backend)?,
-                taken_at: row.try_get(3).map_err(backend)?,
-            })
-        })
-        .transpose()
+        if stream.aggregate_type.contains('\0') || stream.aggregate_id.contains('\0') {
+            return Ok(None);
+        }
+        let row: Option<SnapshotRow> =
+            sqlx::query_as(AssertSqlSafe(self.inner.sql.load_snapshot.clone()))
+                .bind(&stream.aggregate_type)
+                .bind(&stream.aggregate_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(error::uncommitted)?;
+        row.map(|row| row.convert(stream)).transpose()
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {
-        let state_version = i32::try_from(snapshot.state_version)
-            .map_err(|_| Error::Invalid("state version exceeds i32".into()))?;
+    async fn save_snapshot(&self, mut snapshot: Snapshot) -> Result<(), Error> {
+        self.inner.limits.check_snapshot(&mut snapshot)?;
+        // Both within range: checked by Limits::check_snapshot.
+        let version = i64::try_from(snapshot.version).map_err(|_| {
+            Error::Invalid(format!("snapshot version {} exceeds i64", snapshot.version))
+        })?;
+        let state_version = i32::try_from(snapshot.state_version).map_err(|_| {
+            Error::Invalid(format!(
+                "state version {} exceeds i32",
+                snapshot.state_version
+            ))
+        })?;
         sqlx::query(AssertSqlSafe(self.inner.sql.save_snapshot.clone()))
             .bind(&snapshot.stream.aggregate_type)
             .bind(&snapshot.stream.aggregate_id)
-            .bind(to_i64(snapshot.version, "snapshot version")?)
+            .bind(version)
             .bind(state_version)
-            .bind(&*snapshot.state)
+            .bind(Json(&*snapshot.state))
             .bind(snapshot.taken_at)
             .execute(&self.pool)
             .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, Error> {
-        let position: Option<i64> =
-            sqlx::query_scalar(AssertSqlSafe(self.inner.sql.load_checkpoint.clone()))
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
-        Ok(position.map(to_u64))
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), Error> {
-        sqlx::query(AssertSqlSafe(self.inner.sql.save_checkpoint.clone()))
-            .bind(name)
-            .bind(to_i64(position, "position")?)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+            .map_err(error::committing)?;
         Ok(())
     }
 
@@ -866,44 +901,25 @@ impl EventStore for PostgresStore {
         stream: &StreamId,
         state_version: Option<u32>,
     ) -> Result<(Option<Snapshot>, Vec<ReplayEvent>), Error> {
+        if stream.aggregate_type.contains('\0') || stream.aggregate_id.contains('\0') {
+            return Ok((None, Vec::new()));
+        }
+        // A state version beyond i32 cannot be stored, so no snapshot can match it.
         let state_version = state_version.and_then(|v| i32::try_from(v).ok());
-        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.load_stream.clone()))
+        let rows: Vec<LoadRow> = sqlx::query_as(AssertSqlSafe(self.inner.sql.load_stream.clone()))
             .bind(&stream.aggregate_type)
             .bind(&stream.aggregate_id)
             .bind(state_version)
             .fetch_all(&self.pool)
             .await
-            .map_err(backend)?;
+            .map_err(error::uncommitted)?;
         let mut snapshot = None;
         let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let kind: i8 = row.try_get(0).map_err(backend)?;
-            let version = to_u64(row.try_get::<i64, _>(1).map_err(backend)?);
-            let bad = |source| {
-                Error::backend(BadRow {
-                    stream: stream.clone(),
-                    version,
-                    source,
-                })
-            };
-            let schema_version = u32::try_from(row.try_get::<i32, _>(3).map_err(bad)?).unwrap_or(0);
-            let payload = row.try_get(4).map_err(bad)?;
-            if kind as u8 == b's' {
-                snapshot = Some(Snapshot {
-                    stream: stream.clone(),
-                    version,
-                    state_version: schema_version,
-                    state: payload,
-                    taken_at: row.try_get(5).map_err(bad)?,
-                });
-                continue;
+        for row in rows {
+            match row.convert(stream)? {
+                rows::Loaded::Snapshot(s) => snapshot = Some(s),
+                rows::Loaded::Event(e) => events.push(e),
             }
-            events.push(ReplayEvent {
-                version,
-                event_name: row.try_get(2).map_err(bad)?,
-                schema_version,
-                payload,
-            });
         }
         Ok((snapshot, events))
     }

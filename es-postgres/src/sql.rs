@@ -1,0 +1,289 @@
+//! Every statement the store sends, in one place, with the (validated, quoted) schema spliced
+//! in once per store. The functions they call live in the migrations; the rows they return
+//! are decoded by the typed structs of [`crate::rows`].
+
+use std::sync::Arc;
+
+use es_core::{Error, ExpectedVersion};
+
+/// Codes shared by the SQL and the Rust side of the append.
+///
+/// The plain-SQL append below splices them in; `es_append` (migration version 2) uses the same
+/// literals, and the test `append_codes_match_the_database` checks each against it.
+pub(crate) mod codes {
+    /// `ExpectedVersion::Any`.
+    pub(crate) const EXPECT_ANY: i64 = -1;
+    /// `ExpectedVersion::StreamExists`. (`NoStream` is `0`, `Exact(n)` is `n`.)
+    pub(crate) const EXPECT_EXISTS: i64 = -3;
+    /// `es_append` row kind: an event it appended (position, version, time).
+    pub(crate) const KIND_APPENDED: u8 = b'a';
+    /// `es_append` row kind: the expectation failed; `ver` is the actual version.
+    pub(crate) const KIND_CONFLICT: u8 = b'c';
+    /// `es_append` row kind: an event with one of the batch's ids is already stored.
+    pub(crate) const KIND_STORED: u8 = b'd';
+    /// `load_stream` row kind: the snapshot.
+    pub(crate) const KIND_SNAPSHOT: u8 = b's';
+    /// `load_stream` row kind: an event.
+    pub(crate) const KIND_EVENT: u8 = b'e';
+    /// Top byte of every announcement's advisory-lock key (see the crate docs).
+    pub(crate) const ANNOUNCE_TAG: i32 = 69;
+    /// The largest position (the sequence's `MAXVALUE`): announcements encode 48 bits.
+    pub(crate) const MAX_POSITION: i64 = (1 << 48) - 1;
+}
+
+/// The expected-version code of `expected` (see [`codes`]).
+pub(crate) fn expected_code(expected: ExpectedVersion) -> Result<i64, Error> {
+    Ok(match expected {
+        ExpectedVersion::Any => codes::EXPECT_ANY,
+        ExpectedVersion::NoStream => 0,
+        ExpectedVersion::StreamExists => codes::EXPECT_EXISTS,
+        ExpectedVersion::Exact(v) => i64::try_from(v)
+            .map_err(|_| Error::Invalid(format!("expected version {v} exceeds {}", i64::MAX)))?,
+    })
+}
+
+/// The columns of a stored event, decoded by [`crate::rows::EventRow`] (by name).
+pub(crate) const EVENT_COLUMNS: &str = "position, event_id, aggregate_type, aggregate_id, version, \
+     event_name, schema_version, payload, metadata, recorded_at";
+
+/// The columns of a parked event, decoded by [`crate::rows::ParkedRow`] (by name).
+pub(crate) const PARKED_COLUMNS: &str = "position, event_id, aggregate_type, aggregate_id, version, \
+     event_name, error, attempts, parked_at";
+
+/// Checks that `name` is a plain lower-case SQL identifier: `[a-z_][a-z0-9_]*`, at most 63
+/// bytes (PostgreSQL's limit), and not starting with `pg_` (reserved for system schemas).
+pub(crate) fn validate_schema(name: &str) -> Result<(), Error> {
+    let mut chars = name.chars();
+    let valid_start = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let valid_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid_start || !valid_rest || name.len() > 63 || name.starts_with("pg_") {
+        return Err(Error::Invalid(format!(
+            "schema name {name:?} is not a plain identifier ([a-z_][a-z0-9_]*, at most 63 bytes, not pg_*)"
+        )));
+    }
+    Ok(())
+}
+
+/// The store's statements, with its schema spliced in.
+#[derive(Debug, Clone)]
+pub(crate) struct Sql {
+    pub(crate) append: Arc<str>,
+    pub(crate) append_fast: Arc<str>,
+    pub(crate) notify: Arc<str>,
+    pub(crate) read_stream: Arc<str>,
+    pub(crate) read_event: Arc<str>,
+    pub(crate) stream_version: Arc<str>,
+    pub(crate) read_log: Arc<str>,
+    pub(crate) head_position: Arc<str>,
+    pub(crate) load_snapshot: Arc<str>,
+    pub(crate) save_snapshot: Arc<str>,
+    pub(crate) load_stream: Arc<str>,
+    pub(crate) load_checkpoint: Arc<str>,
+    pub(crate) save_checkpoint: Arc<str>,
+    pub(crate) lock_checkpoint: Arc<str>,
+    pub(crate) park: Arc<str>,
+    pub(crate) parked: Arc<str>,
+    pub(crate) unpark: Arc<str>,
+    pub(crate) channel: String,
+}
+
+/// Takes a session-level advisory lock if free (a lease).
+pub(crate) const TRY_LEASE: &str = "SELECT pg_try_advisory_lock($1)";
+
+/// The backend holding the session-level advisory lock `$1` in this database.
+pub(crate) const LEASE_HOLDER: &str = "SELECT l.pid FROM pg_catalog.pg_locks l \
+     WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
+       AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 \
+       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d \
+                         WHERE d.datname = pg_catalog.current_database())";
+
+/// A transaction's start and end, sent as simple queries. The commit first runs a statement
+/// that fails in an aborted transaction: PostgreSQL answers `COMMIT` in such a transaction
+/// with a silent `ROLLBACK`, which must not pass for a commit.
+pub(crate) const BEGIN: &str = "BEGIN";
+pub(crate) const COMMIT: &str = "SELECT 1; COMMIT";
+pub(crate) const ROLLBACK: &str = "ROLLBACK";
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Self {
+        // `schema` is validated by `validate_schema`, so quoting it is enough.
+        let s = format!("\"{schema}\"");
+        let cols = EVENT_COLUMNS;
+        let parked_cols = PARKED_COLUMNS;
+        Self {
+            append: format!("SELECT * FROM {s}.es_append($1, $2, $3, $4, $5, $6, $7, $8)").into(),
+            append_fast: append_fast(&s).into(),
+            // A notifying transaction gets an id and a commit record; nothing in it needs to be
+            // durable, so it does not wait for the WAL flush.
+            notify: "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')"
+                .into(),
+            read_stream: format!(
+                "SELECT {cols} FROM {s}.events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                   AND version >= $3 AND version <= $4 \
+                   AND ($5::text[] IS NULL OR event_name = ANY ($5)) \
+                   AND ($6::timestamptz IS NULL OR recorded_at <= $6) \
+                 ORDER BY version"
+            )
+            .into(),
+            read_event: format!("SELECT {cols} FROM {s}.events WHERE event_id = $1").into(),
+            stream_version: format!(
+                "SELECT coalesce(max(version), 0) FROM {s}.events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2"
+            )
+            .into(),
+            // `(r.log_event).*` expands to the event columns (NULL on the frontier-only row).
+            read_log: format!(
+                "SELECT r.log_frontier AS frontier, (r.log_event).* \
+                 FROM {s}.es_read_log($1, $2, $3, $4, $5, $6) r"
+            )
+            .into(),
+            head_position: format!("SELECT {s}.es_head()").into(),
+            load_snapshot: format!(
+                "SELECT version, state_version, state, taken_at FROM {s}.snapshots \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2"
+            )
+            .into(),
+            save_snapshot: format!(
+                "INSERT INTO {s}.snapshots AS t \
+                   (aggregate_type, aggregate_id, version, state_version, state, taken_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+                   SET version = excluded.version, state_version = excluded.state_version, \
+                       state = excluded.state, taken_at = excluded.taken_at \
+                   WHERE (excluded.state_version, excluded.version) >= (t.state_version, t.version)"
+            )
+            .into(),
+            // Only what a replay needs, decoded by `rows::LoadRow`: the snapshot row (kind 's',
+            // if one of state version $3 exists) first, then the events after it.
+            load_stream: format!(
+                "WITH snap AS ( \
+                   SELECT version, state_version, state, taken_at FROM {s}.snapshots \
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3) \
+                 (SELECT '{snap}'::\"char\" AS kind, snap.version, NULL::text AS event_name, \
+                         snap.state_version AS schema_version, snap.state AS payload, snap.taken_at \
+                  FROM snap) \
+                 UNION ALL \
+                 (SELECT '{event}'::\"char\", e.version, e.event_name, e.schema_version, e.payload, \
+                         NULL::timestamptz \
+                  FROM {s}.events e \
+                  WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 \
+                    AND e.version > coalesce((SELECT version FROM snap), 0) \
+                  ORDER BY e.version)",
+                snap = char::from(codes::KIND_SNAPSHOT),
+                event = char::from(codes::KIND_EVENT),
+            )
+            .into(),
+            load_checkpoint: format!("SELECT position FROM {s}.checkpoints WHERE name = $1")
+                .into(),
+            save_checkpoint: format!(
+                "INSERT INTO {s}.checkpoints (name, position) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE \
+                   SET position = excluded.position, updated_at = clock_timestamp()"
+            )
+            .into(),
+            // Creates the row if needed and locks it until the transaction ends.
+            lock_checkpoint: format!(
+                "INSERT INTO {s}.checkpoints AS t (name, position) VALUES ($1, 0) \
+                 ON CONFLICT (name) DO UPDATE SET name = t.name \
+                 RETURNING t.position"
+            )
+            .into(),
+            park: format!(
+                "INSERT INTO {s}.parked_events (consumer, {parked_cols}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (consumer, position) DO UPDATE \
+                   SET event_id = excluded.event_id, aggregate_type = excluded.aggregate_type, \
+                       aggregate_id = excluded.aggregate_id, version = excluded.version, \
+                       event_name = excluded.event_name, error = excluded.error, \
+                       attempts = excluded.attempts, parked_at = excluded.parked_at"
+            )
+            .into(),
+            parked: format!(
+                "SELECT {parked_cols} FROM {s}.parked_events WHERE consumer = $1 ORDER BY position"
+            )
+            .into(),
+            unpark: format!("DELETE FROM {s}.parked_events WHERE consumer = $1 AND position = $2")
+                .into(),
+            channel: format!("es_events_{schema}"),
+        }
+    }
+}
+
+/// The plain-SQL append: one statement, no plpgsql, returning one row (`rows::FastAppendRow`)
+/// with the positions in version order (versions are consecutive and the time is the batch's).
+/// `$3` is the expected-version code ([`codes`]).
+///
+/// It checks only what the unique keys cannot: that version `$3` exists when `$3 > 0` (else
+/// the batch would leave a gap) and that the stream exists for `StreamExists`. When a check
+/// fails it inserts nothing and returns a row of NULLs; a stream version or event id that is
+/// already taken fails the statement with a unique violation. Either way the caller asks
+/// `es_append` what happened (a conflict, or an idempotent retry).
+///
+/// The subquery `g` is evaluated once, before any row is produced and so before the identity
+/// default draws a position: it reads the sequence's next value and announces it (a lower
+/// bound of what this statement draws) with the
+/// shared advisory lock of the global-order design (see `es_frontier`), tagged with the
+/// schema, exactly as `es_append` does. `OFFSET 0` keeps the planner from pulling it into the
+/// join.
+fn append_fast(s: &str) -> String {
+    let tag = codes::ANNOUNCE_TAG;
+    let exists = codes::EXPECT_EXISTS;
+    let max_position = codes::MAX_POSITION;
+    format!(
+        "WITH appended AS ( \
+         INSERT INTO {s}.events AS e (event_id, aggregate_type, aggregate_id, version, \
+           event_name, schema_version, payload, metadata, recorded_at) \
+         SELECT u.id, $1, $2, g.base + u.ord, u.name, u.sv, u.payload, u.meta, g.now \
+         FROM ( \
+           SELECT b.base, clock_timestamp() AS now, \
+                  pg_advisory_xact_lock_shared(({tag} << 24) | ({s}.es_schema_tag() << 16) \
+                      | (q.next >> 32)::integer, \
+                    (q.next & 4294967295)::bit(32)::integer) AS announced \
+           FROM (SELECT CASE WHEN $3::bigint >= 0 THEN $3::bigint ELSE coalesce(( \
+                   SELECT x.version FROM {s}.events x \
+                   WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 \
+                   ORDER BY x.version DESC LIMIT 1), 0) END AS base) b \
+           CROSS JOIN (SELECT least(CASE WHEN x.is_called THEN x.last_value + 1 ELSE x.last_value END, \
+                                    {max_position}) AS next \
+                       FROM {s}.events_position_seq x) q \
+           WHERE CASE WHEN $3::bigint > 0 THEN EXISTS ( \
+                        SELECT 1 FROM {s}.events x \
+                        WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3) \
+                      WHEN $3::bigint = {exists} THEN b.base > 0 \
+                      ELSE true END \
+           OFFSET 0) g \
+         CROSS JOIN unnest($4::uuid[], $5::text[], $6::int[], $7::jsonb[], $8::jsonb[]) \
+              WITH ORDINALITY AS u (id, name, sv, payload, meta, ord) \
+         ORDER BY u.ord \
+         RETURNING e.position, e.version, e.recorded_at) \
+         SELECT array_agg(position ORDER BY version) AS positions, min(version) AS first_version, \
+                min(recorded_at) AS recorded_at \
+         FROM appended"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_schema;
+
+    #[test]
+    fn schema_names_must_be_plain_identifiers() {
+        for good in ["public", "es", "_private", "tenant_42"] {
+            assert!(validate_schema(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Public",
+            "1abc",
+            "a-b",
+            "a\"; DROP TABLE x; --",
+            "pg_catalog",
+            &"x".repeat(64),
+        ] {
+            assert!(validate_schema(bad).is_err(), "{bad:?}");
+        }
+    }
+}
