@@ -162,6 +162,9 @@ pub(crate) fn decode_load(
             }
         }
     }
+    if !events.is_sorted_by_key(|e| e.version) {
+        events.sort_by_key(|e| e.version);
+    }
     Ok((snapshot, events))
 }
 

@@ -110,11 +110,12 @@ pub(crate) fn insert_events(rows: usize) -> &'static str {
 /// The log's last position (0: empty).
 pub(crate) const HEAD_POSITION: &str = "SELECT coalesce(max(position), 0) FROM events";
 
-/// One page of the global log and the head, in one statement (so one read snapshot).
+/// One row of a log read: an event of the page (`kind` 1), or the row that carries the
+/// head of the statement's snapshot in `position` (`kind` 0, its other columns NULL).
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct LogRow {
-    pub(crate) head: i64,
-    pub(crate) position: Option<i64>,
+    pub(crate) kind: i64,
+    pub(crate) position: i64,
     pub(crate) event_id: Option<Vec<u8>>,
     pub(crate) aggregate_type: Option<String>,
     pub(crate) aggregate_id: Option<String>,
@@ -130,10 +131,11 @@ pub(crate) struct LogRow {
 }
 
 impl LogRow {
-    /// The event of this row; `None` for the row that only carries the head (empty page).
+    /// The event of this row; `None` for the head row (or a row missing a column, which
+    /// the caller reports).
     pub(crate) fn into_event(self) -> Option<EventRow> {
         Some(EventRow {
-            position: self.position?,
+            position: self.position,
             event_id: self.event_id?,
             aggregate_type: self.aggregate_type?,
             aggregate_id: self.aggregate_id?,
@@ -150,39 +152,59 @@ impl LogRow {
     }
 }
 
-/// Global-log pages, one text per combination of list filters so that each can use its
-/// index. ?1 after, ?2 before (exclusive), ?3 recorded from (µs), ?4 limit,
-/// ?5 aggregate types (JSON array), ?6 event names (JSON array).
-///
-/// The head is read in the same statement as the page: one statement reads one snapshot.
-macro_rules! read_log {
-    ($filter:literal) => {
-        concat!(
-            "SELECT h.head, e.* FROM (SELECT coalesce(max(position), 0) AS head FROM events) AS h
-             LEFT JOIN (SELECT ",
-            event_columns!(),
-            " FROM events
-                 WHERE position > ?1 AND position < ?2 AND recorded_at >= ?3 ",
-            $filter,
-            " ORDER BY position LIMIT ?4) AS e ON 1
-             ORDER BY e.position"
-        )
-    };
+/// How a page of the global log is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogScan {
+    /// In position order on the primary key, list filters checked row by row: the whole
+    /// log, or lists too long for one branch per value.
+    Positions,
+    /// One branch per aggregate type (bound from ?7 on), each reading its index in
+    /// position order and stopping at the limit; the branches are merged.
+    Types(usize),
+    /// The same per event name, when only names are filtered.
+    Names(usize),
 }
 
-/// Pages of the whole log (?5 and ?6 unused but bound).
-pub(crate) const READ_LOG: &str = read_log!("AND ?5 IS ?5 AND ?6 IS ?6");
-/// Pages of some aggregate types.
-pub(crate) const READ_LOG_TYPES: &str =
-    read_log!("AND aggregate_type IN (SELECT value FROM json_each(?5)) AND ?6 IS ?6");
-/// Pages of some event names.
-pub(crate) const READ_LOG_NAMES: &str =
-    read_log!("AND ?5 IS ?5 AND event_name IN (SELECT value FROM json_each(?6))");
-/// Pages of some event names of some aggregate types.
-pub(crate) const READ_LOG_TYPES_NAMES: &str = read_log!(
-    "AND aggregate_type IN (SELECT value FROM json_each(?5)) \
-     AND event_name IN (SELECT value FROM json_each(?6))"
-);
+/// Most list values read through their index, one branch each; longer lists scan positions.
+pub(crate) const MAX_LOG_BRANCHES: usize = 16;
+
+/// A page of the global log and the head, in one statement (so one read snapshot: the head
+/// is that of the snapshot the page was read from).
+///
+/// ?1 after, ?2 before (exclusive), ?3 recorded from (µs), ?4 limit, ?5 aggregate types and
+/// ?6 event names as JSON arrays (NULL: all), ?7… the driving list's values. The unary `+`
+/// keeps SQLite from reading a list filter through an index that would lose position order.
+/// Events come in position order in practice; the caller checks rather than relies on it.
+pub(crate) fn read_log(scan: LogScan) -> String {
+    const NAMES: &str = "(?6 IS NULL OR +event_name IN (SELECT value FROM json_each(?6)))";
+    const TYPES: &str = "(?5 IS NULL OR +aggregate_type IN (SELECT value FROM json_each(?5)))";
+    let range = "position > ?1 AND position < ?2 AND recorded_at >= ?3";
+    let branch = |column: &str, param: usize, filter: &str| {
+        format!(
+            "SELECT * FROM (SELECT {} FROM events WHERE {column} = ?{param} AND {range} AND {filter} \
+             ORDER BY position LIMIT ?4)",
+            event_columns!()
+        )
+    };
+    let branches = |column: &str, count: usize, filter: &str| {
+        let all: Vec<String> = (7..7 + count).map(|p| branch(column, p, filter)).collect();
+        format!("{} ORDER BY position LIMIT ?4", all.join(" UNION ALL "))
+    };
+    let page = match scan {
+        LogScan::Positions => format!(
+            "SELECT {} FROM events WHERE {range} AND {TYPES} AND {NAMES} ORDER BY position LIMIT ?4",
+            event_columns!()
+        ),
+        LogScan::Types(count) => branches("aggregate_type", count, NAMES),
+        LogScan::Names(count) => branches("event_name", count, TYPES),
+    };
+    format!(
+        "SELECT 1 AS kind, page.* FROM ({page}) AS page \
+         UNION ALL \
+         SELECT 0, coalesce(max(position), 0), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                NULL, NULL, NULL, NULL FROM events"
+    )
+}
 
 /// A stored snapshot.
 #[derive(Debug, sqlx::FromRow)]
@@ -219,17 +241,19 @@ pub(crate) struct LoadRow {
 }
 
 /// A snapshot of state version ?3 (none when ?3 is NULL) and the events after it, in one
-/// statement. ?1 type, ?2 id.
+/// statement. ?1 type, ?2 id. Events come in version order in practice (SQLite runs a
+/// compound without ORDER BY branch after branch); the caller checks rather than relies on
+/// it, which spares sorting the whole stream in SQL.
 pub(crate) const LOAD_STREAM: &str = "\
     SELECT 0 AS kind, version, NULL AS event_name, state_version AS schema_version, \
            state AS payload, taken_at \
     FROM snapshots WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND state_version = ?3 \
     UNION ALL \
-    SELECT 1, version, event_name, schema_version, payload, NULL FROM events \
-    WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version > coalesce( \
-        (SELECT version FROM snapshots \
-         WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND state_version = ?3), 0) \
-    ORDER BY 1, 2";
+    SELECT * FROM (SELECT 1, version, event_name, schema_version, payload, NULL FROM events \
+        WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version > coalesce( \
+            (SELECT version FROM snapshots \
+             WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND state_version = ?3), 0) \
+        ORDER BY version)";
 
 /// ?1 name.
 pub(crate) const LOAD_CHECKPOINT: &str = "SELECT position FROM checkpoints WHERE name = ?1";

@@ -457,6 +457,14 @@ async fn stored_batch(
     }
 }
 
+/// The distinct values of a list filter (a repeated value would read its events twice).
+fn distinct(items: &[String]) -> Vec<String> {
+    let mut items = items.to_vec();
+    items.sort_unstable();
+    items.dedup();
+    items
+}
+
 /// A list filter as the JSON array `json_each` expands.
 fn json_list(items: &[String]) -> Result<String, Error> {
     serde_json::to_string(items).map_err(Error::Encode)
@@ -626,38 +634,60 @@ impl GlobalLog for SqliteStore {
         let before = filter.before_position.map_or(i64::MAX, clamp_i64);
         let from = filter.recorded_from.map_or(i64::MIN, ceil_micros);
         let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
-        let types = filter
-            .aggregate_types
-            .as_deref()
-            .map(json_list)
-            .transpose()?;
-        let names = filter.event_names.as_deref().map(json_list).transpose()?;
-        let statement = match (&types, &names) {
-            (None, None) => sql::READ_LOG,
-            (Some(_), None) => sql::READ_LOG_TYPES,
-            (None, Some(_)) => sql::READ_LOG_NAMES,
-            (Some(_), Some(_)) => sql::READ_LOG_TYPES_NAMES,
-        };
-        let rows: Vec<LogRow> = self
-            .read(|pool| {
-                sqlx::query_as(statement)
-                    .bind(after_i)
-                    .bind(before)
-                    .bind(from)
-                    .bind(limit_i)
-                    .bind(types.as_deref())
-                    .bind(names.as_deref())
-                    .fetch_all(pool)
-            })
-            .await?;
-        let head = rows
-            .first()
-            .map_or(0, |row| u64::try_from(row.head).unwrap_or(0));
-        let mut events = Vec::with_capacity(rows.len());
-        for row in rows {
-            if let Some(event) = row.into_event() {
-                events.push(event.decode()?);
+        let types = filter.aggregate_types.as_deref().map(distinct);
+        let names = filter.event_names.as_deref().map(distinct);
+        let (scan, values) = match (&types, &names) {
+            (Some(types), _) if types.len() <= sql::MAX_LOG_BRANCHES => {
+                (sql::LogScan::Types(types.len()), types.as_slice())
             }
+            (None, Some(names)) if names.len() <= sql::MAX_LOG_BRANCHES => {
+                (sql::LogScan::Names(names.len()), names.as_slice())
+            }
+            _ => (sql::LogScan::Positions, &[][..]),
+        };
+        let (rows, head) = if matches!(scan, sql::LogScan::Types(0) | sql::LogScan::Names(0)) {
+            // An empty list selects nothing: only the head is needed.
+            (Vec::new(), self.head_position().await?)
+        } else {
+            let statement = sql::read_log(scan);
+            let types = types.as_deref().map(json_list).transpose()?;
+            let names = names.as_deref().map(json_list).transpose()?;
+            let rows: Vec<LogRow> = self
+                .read(|pool| {
+                    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(statement.as_str()))
+                        .bind(after_i)
+                        .bind(before)
+                        .bind(from)
+                        .bind(limit_i)
+                        .bind(types.as_deref())
+                        .bind(names.as_deref());
+                    for value in values {
+                        query = query.bind(value.as_str());
+                    }
+                    query.fetch_all(pool)
+                })
+                .await?;
+            let head = rows
+                .iter()
+                .find(|row| row.kind == 0)
+                .map_or(0, |row| u64::try_from(row.position).unwrap_or(0));
+            (rows, head)
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows.into_iter().filter(|row| row.kind != 0) {
+            let position = row.position;
+            match row.into_event() {
+                Some(event) => events.push(event.decode()?),
+                None => {
+                    return Err(Error::Backend(
+                        format!("the log read returned an incomplete row at position {position}")
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if !events.is_sorted_by_key(|e| e.position) {
+            events.sort_by_key(|e| e.position);
         }
         let scanned_to = match events.last() {
             Some(last) if events.len() >= limit => last.position,
