@@ -1,44 +1,40 @@
 //! [`Ledger`]: the application service the CLI, the HTTP API, the demo and the tests share.
 //!
-//! Commands go through es-core [`Repository`]s (load, decide, append, retry on conflict);
-//! transfers are driven by the [`TransferProcess`]; queries read the read models (in memory
-//! or in PostgreSQL tables, see [`ReadSide`]) after catching them up, so a caller always reads
-//! its own writes.
+//! Generic over the store and blind to its database: commands go through es-core
+//! [`Repository`]s, idempotent by [`CommandKey`]; transfers are driven by the process manager's
+//! consumers; queries read a [`ReadSide`] once it includes the caller's writes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use es_core::{
-    AsOf, EventStore, EventStoreExt, ExecuteError, IntoEvents, Metadata, Progress,
-    ProjectionRunner, RecordedEvent, Repository,
+    AsOf, CommandKey, Committed, ConsumerHandle, ConsumerState, Error, EventSet, ExecuteError,
+    GlobalLogExt, Leases, LocalLeases, LogEvent, Metadata, Progress, RecordedEvent, Repository,
+    Status, StreamId,
 };
-use es_postgres::PostgresStore;
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::Mutex;
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
 use crate::domain::{
-    Account, AccountEvent, AccountStatus, Currency, LedgerError, Money, Transfer, TransferEvent,
-    TransferStatus, validate_account_id,
+    Account, AccountEvent, AccountStatus, Currency, LedgerError, Money, Transfer, TransferStatus,
+    check_text, check_time, validate_account_id,
 };
-use crate::process::TransferProcess;
-use crate::read_model::{
-    AccountRow, CurrencyTotals, LedgerView, ReadModels, StatementLine, TransferRow,
-};
-use crate::read_side::ReadSide;
-use crate::tables::TableReadModels;
-
-/// How long a caller waits for its own write to show in the global log.
-const WAIT_LIMIT: Duration = Duration::from_secs(10);
+use crate::effects::{LedgerEvent, TransferRow};
+pub use crate::process::Store;
+use crate::process::{self, Partitions, TransferProcess};
+use crate::read_models::memory::{self, MemoryViews, ViewHandler};
+use crate::read_models::{AccountRow, CurrencyTotals, ReadModels, ReadSide, StatementLine};
 
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// A domain rule refused the command.
+    /// A domain rule refused the command, or the input is invalid.
     #[error(transparent)]
     Domain(#[from] LedgerError),
     /// The account or transfer does not exist.
@@ -46,22 +42,122 @@ pub enum AppError {
     NotFound(String),
     /// The stream stayed contested through every retry.
     #[error("{0}")]
-    Conflict(es_core::Error),
-    /// The store failed.
+    Conflict(Error),
+    /// The store refused the input before writing anything (a limit every store applies).
+    #[error("{0}")]
+    Invalid(Error),
+    /// The store failed, or a wait timed out.
     #[error("store error: {0}")]
-    Store(es_core::Error),
+    Store(Error),
+    /// The idempotency key was used before for another request.
+    #[error("this idempotency key was used for a different request")]
+    KeyReused,
     /// The read models broke an invariant (a bug, never a user error).
     #[error("read model inconsistent: {0}")]
     Inconsistent(String),
 }
 
-impl From<es_core::Error> for AppError {
-    fn from(error: es_core::Error) -> Self {
-        if error.is_conflict() {
-            AppError::Conflict(error)
-        } else {
-            AppError::Store(error)
+impl From<Error> for AppError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Conflict { .. } => AppError::Conflict(error),
+            Error::Invalid(_) => AppError::Invalid(error),
+            error => AppError::Store(error),
         }
+    }
+}
+
+/// A command's context: who asks (metadata) and the key that makes it safe to retry. A
+/// retry with the same key returns the first outcome instead of acting again.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    /// User, correlation and causation recorded on every event.
+    pub meta: Metadata,
+    /// The command's idempotency key.
+    pub key: CommandKey,
+    /// Whether the caller gave the key (then a retry must be the same request).
+    pub keyed: bool,
+}
+
+impl Cmd {
+    /// A command under a fresh key.
+    pub fn new(meta: Metadata) -> Self {
+        Self { meta, key: CommandKey::new(), keyed: false }
+    }
+
+    /// The same command under the caller's `key` (e.g. an `Idempotency-Key` header).
+    pub fn with_key(self, key: CommandKey) -> Self {
+        Self { key, keyed: true, ..self }
+    }
+
+    /// Runs `execute` under this key; with a caller's key, records what was asked (a hash of
+    /// the user and `request`) on the events, and refuses a retry that asks something else.
+    async fn once<F>(self, request: impl std::fmt::Debug, execute: F) -> Result<Committed, AppError>
+    where
+        F: AsyncFnOnce(CommandKey, Metadata) -> Result<Committed, ExecuteError<LedgerError>>,
+    {
+        let mut meta = self.meta;
+        if let Some(user) = &meta.user_id {
+            check_text("user id", user, 200)?;
+        }
+        let asked = self.keyed.then(|| {
+            let text = format!("{:?} {request:?}", meta.user_id);
+            Uuid::new_v5(&Uuid::NAMESPACE_OID, text.as_bytes()).to_string()
+        });
+        if let Some(asked) = &asked {
+            meta = meta.with_extra("request", asked.as_str());
+        }
+        let committed = execute(self.key, meta).await.map_err(rejected)?;
+        let stored = committed.events.first().and_then(|e| e.metadata.extra.get("request"));
+        match (asked, stored) {
+            (Some(asked), Some(stored)) if stored != asked.as_str() => Err(AppError::KeyReused),
+            _ => Ok(committed),
+        }
+    }
+}
+
+impl From<Metadata> for Cmd {
+    fn from(meta: Metadata) -> Self {
+        Self::new(meta)
+    }
+}
+
+/// A command on one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCommand {
+    /// Open it.
+    Open {
+        /// Owner's name.
+        owner: String,
+        /// Its one currency.
+        currency: Currency,
+        /// How far the balance may go below zero, in minor units.
+        overdraft_limit: i64,
+    },
+    /// Pay money in.
+    Deposit(Money, String),
+    /// Pay money out.
+    Withdraw(Money, String),
+    /// Freeze it, with a reason.
+    Freeze(String),
+    /// Unfreeze it, with a reason.
+    Unfreeze(String),
+    /// Close it (at a zero balance), with a reason.
+    Close(String),
+}
+
+impl AccountCommand {
+    fn decide(&self, a: &Account) -> Result<Option<AccountEvent>, LedgerError> {
+        Ok(Some(match self {
+            AccountCommand::Open { owner, currency, overdraft_limit } => {
+                a.open(owner, currency.clone(), *overdraft_limit)?.into()
+            }
+            AccountCommand::Deposit(amount, reference) => a.deposit(amount, reference)?.into(),
+            AccountCommand::Withdraw(amount, reference) => a.withdraw(amount, reference)?.into(),
+            AccountCommand::Freeze(reason) => a.freeze(reason)?.into(),
+            AccountCommand::Unfreeze(reason) => a.unfreeze(reason)?.into(),
+            AccountCommand::Close(reason) => a.close(reason)?.into(),
+        }))
     }
 }
 
@@ -80,12 +176,12 @@ pub struct Receipt {
     pub position: u64,
 }
 
-/// The outcome of a transfer request, after the process ran.
+/// The outcome of a transfer request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TransferOutcome {
     /// The transfer id.
     pub transfer_id: Uuid,
-    /// Where it ended.
+    /// Where it is (final unless the process manager is behind).
     pub status: TransferStatus,
     /// Why it was rejected or compensated.
     pub reason: Option<String>,
@@ -118,7 +214,7 @@ pub struct AuditEntry {
     pub causation_id: Option<Uuid>,
     /// The event id.
     pub event_id: Uuid,
-    /// The payload, upcast to the current schema.
+    /// The payload as stored.
     pub data: serde_json::Value,
 }
 
@@ -139,509 +235,426 @@ pub struct BalanceAt {
     pub status: AccountStatus,
 }
 
-/// The ledger application over any [`EventStore`].
+/// How a ledger runs; [`Options::default`] suits one process on any store.
+pub struct Options {
+    /// Single-active leases of the process manager's partitions (the store's own, so that
+    /// several processes share the work; [`LocalLeases`] by default).
+    pub leases: Arc<dyn Leases>,
+    /// Where the read models live; `None`: in memory, rebuilt at start.
+    pub read_side: Option<Box<dyn ReadSide>>,
+    /// How the process manager runs.
+    pub partitions: Partitions,
+    /// How long a caller waits for the read models or a transfer (default 10 s).
+    pub wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let leases = Arc::new(LocalLeases::new());
+        Self { leases, read_side: None, partitions: Partitions::default(), wait: secs(10) }
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// The ledger application over any [`Store`]. Clones share everything.
 pub struct Ledger<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Ledger<S> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+struct Inner<S> {
     store: S,
     accounts: Repository<Account, S>,
     transfers: Repository<Transfer, S>,
-    process: Arc<Mutex<ProjectionRunner<S, TransferProcess<S>>>>,
-    read_side: Arc<ReadSide<S>>,
-    /// The highest global position this ledger (or a clone) wrote or waited for: queries
-    /// read at least that far, so a caller reads its own writes.
-    written: Arc<AtomicU64>,
-    /// On PostgreSQL, the store whose advisory lock serialises process-manager runs across
-    /// processes (see [`crate::storage::lock_process_manager`]).
-    process_lock: Option<PostgresStore>,
+    read_side: Box<dyn ReadSide>,
+    process: Mutex<Vec<ConsumerHandle>>,
+    process_status: Vec<watch::Receiver<Status>>,
+    /// The highest position this ledger wrote or waited for: queries wait for it.
+    written: AtomicU64,
+    wait: Duration,
 }
 
-impl<S: EventStore> Clone for Ledger<S> {
-    fn clone(&self) -> Self {
-        Self {
-            store: self.store.clone(),
-            accounts: self.accounts.clone(),
-            transfers: self.transfers.clone(),
-            process: self.process.clone(),
-            read_side: self.read_side.clone(),
-            written: self.written.clone(),
-            process_lock: self.process_lock.clone(),
-        }
-    }
-}
-
-impl<S: EventStore> Ledger<S> {
-    /// Opens the ledger on `store` with its read models in memory: rebuilds them from the
-    /// log and finishes any transfer a previous run left half-way.
-    ///
-    /// `view_name` names the read models' checkpoint; give each process its own when the
-    /// store is shared, since the in-memory read models live and die with the process.
-    pub async fn open(store: S, view_name: &str) -> Result<Self, AppError> {
-        let read_side = ReadSide::memory(store.clone(), view_name).await?;
-        Self::with_read_side(store, read_side).await
-    }
-
-    /// Opens the ledger on `store` with the given read models, and finishes any transfer a
-    /// previous run left half-way.
-    pub async fn with_read_side(store: S, read_side: ReadSide<S>) -> Result<Self, AppError> {
-        Self::assemble(store, read_side, None).await
-    }
-
-    async fn assemble(
-        store: S,
-        read_side: ReadSide<S>,
-        process_lock: Option<PostgresStore>,
-    ) -> Result<Self, AppError> {
+impl<S: Store> Ledger<S> {
+    /// Opens the ledger on `store`: the read models (in memory: replayed from the log) and the
+    /// process manager, which also finishes any transfer a previous run left half-way.
+    pub async fn open(store: S, options: Options) -> Result<Self, AppError> {
         let accounts = Repository::<Account, S>::new(store.clone()).with_state_cache(10_000);
         let transfers = Repository::<Transfer, S>::new(store.clone()).with_state_cache(10_000);
-        let process = ProjectionRunner::new(
-            store.clone(),
-            TransferProcess::new(accounts.clone(), transfers.clone()),
-        );
-        let ledger = Self {
+        let read_side = match options.read_side {
+            Some(read_side) => read_side,
+            None => Box::new(MemoryViews::open(store.clone()).await?),
+        };
+        let process = TransferProcess::new(accounts.clone(), transfers.clone());
+        let handles = process::spawn(&store, &process, &options.leases, options.partitions);
+        let inner = Inner {
+            process_status: handles.iter().map(ConsumerHandle::watch).collect(),
+            process: Mutex::new(handles),
+            written: AtomicU64::new(store.head_position().await?),
             store,
             accounts,
             transfers,
-            process: Arc::new(Mutex::new(process)),
-            read_side: Arc::new(read_side),
-            written: Arc::new(AtomicU64::new(0)),
-            process_lock,
+            read_side,
+            wait: options.wait,
         };
-        ledger.run_processes().await?;
-        Ok(ledger)
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The store.
     pub fn store(&self) -> &S {
-        &self.store
+        &self.inner.store
     }
 
-    /// Opens an account.
-    pub async fn open_account(
+    /// Where the read models live.
+    pub fn read_side(&self) -> &dyn ReadSide {
+        &*self.inner.read_side
+    }
+
+    /// Runs a command on account `id`.
+    pub async fn on_account(
         &self,
-        meta: Metadata,
-        account_id: &str,
-        owner: &str,
-        currency: Currency,
-        overdraft_limit: i64,
+        cmd: impl Into<Cmd>,
+        id: &str,
+        command: AccountCommand,
     ) -> Result<Receipt, AppError> {
-        validate_account_id(account_id)?;
-        self.on_account(account_id, meta, |a| {
-            a.open(owner, currency.clone(), overdraft_limit)
-        })
-        .await
+        validate_account_id(id)?;
+        let accounts = &self.inner.accounts;
+        let execute =
+            async |key, meta| accounts.execute_once(id, key, meta, |a| command.decide(a)).await;
+        let committed = cmd.into().once((id, &command), execute).await;
+        Ok(self
+            .receipt(id.to_owned(), committed.map_err(|e| e.not_found(format!("account {id}")))?))
     }
 
-    /// Pays money into an account.
-    pub async fn deposit(
-        &self,
-        meta: Metadata,
-        account_id: &str,
-        amount: &Money,
-        reference: &str,
-    ) -> Result<Receipt, AppError> {
-        self.on_account(account_id, meta, |a| a.deposit(amount, reference))
-            .await
-    }
-
-    /// Pays money out of an account.
-    pub async fn withdraw(
-        &self,
-        meta: Metadata,
-        account_id: &str,
-        amount: &Money,
-        reference: &str,
-    ) -> Result<Receipt, AppError> {
-        self.on_account(account_id, meta, |a| a.withdraw(amount, reference))
-            .await
-    }
-
-    /// Freezes an account.
-    pub async fn freeze(
-        &self,
-        meta: Metadata,
-        account_id: &str,
-        reason: &str,
-    ) -> Result<Receipt, AppError> {
-        self.on_account(account_id, meta, |a| a.freeze(reason))
-            .await
-    }
-
-    /// Unfreezes an account.
-    pub async fn unfreeze(
-        &self,
-        meta: Metadata,
-        account_id: &str,
-        reason: &str,
-    ) -> Result<Receipt, AppError> {
-        self.on_account(account_id, meta, |a| a.unfreeze(reason))
-            .await
-    }
-
-    /// Closes an account (at a zero balance).
-    pub async fn close(
-        &self,
-        meta: Metadata,
-        account_id: &str,
-        reason: &str,
-    ) -> Result<Receipt, AppError> {
-        self.on_account(account_id, meta, |a| a.close(reason)).await
-    }
-
-    /// Requests a transfer and drives it to its end: completed, rejected, or compensated.
+    /// Requests a transfer and waits for its outcome: completed, rejected or compensated (or
+    /// where it is when the wait runs out). The transfer id derives from the command key, so
+    /// a retry with the same key finds the same transfer.
     pub async fn transfer(
         &self,
-        meta: Metadata,
-        from_account: &str,
-        to_account: &str,
+        cmd: impl Into<Cmd>,
+        from: &str,
+        to: &str,
         amount: &Money,
         reference: &str,
     ) -> Result<TransferOutcome, AppError> {
-        let transfer_id = Uuid::now_v7();
-        self.request_transfer(
-            meta,
-            transfer_id,
-            from_account,
-            to_account,
-            amount,
-            reference,
-        )
-        .await?;
-        // A store's global log may show a fresh commit a moment later (PostgreSQL waits
-        // for concurrent transactions that took lower positions), so poll until final.
-        let deadline = Instant::now() + WAIT_LIMIT;
-        loop {
-            self.run_processes().await?;
-            let outcome = self.transfer_outcome(transfer_id).await?;
-            if outcome.status.is_final() || Instant::now() >= deadline {
-                // Let the read models include the transfer's last event (and so every
-                // account event before it) before the caller reads balances.
-                let last = self.transfers.history(&transfer_id.to_string()).await?;
-                let position = last.last().map_or(0, |e| e.position);
-                self.wrote(position);
-                self.read_side.catch_up_to(position, WAIT_LIMIT).await?;
-                return Ok(outcome);
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let receipt = self.request_transfer(cmd, from, to, amount, reference).await?;
+        let transfer_id = receipt.id.parse().map_err(|_| AppError::NotFound(receipt.id))?;
+        self.wait_for_transfer(transfer_id).await
     }
 
-    /// Records a transfer request without driving it (the process picks it up on its next
-    /// run, see [`Ledger::run_processes`]).
+    /// Records a transfer request; the process manager takes it from there.
     pub async fn request_transfer(
         &self,
-        meta: Metadata,
-        transfer_id: Uuid,
-        from_account: &str,
-        to_account: &str,
+        cmd: impl Into<Cmd>,
+        from: &str,
+        to: &str,
         amount: &Money,
         reference: &str,
     ) -> Result<Receipt, AppError> {
-        let id = transfer_id.to_string();
-        let committed = self
-            .transfers
-            .execute(&id, meta, |t| {
-                t.request(from_account, to_account, amount, reference)
-            })
-            .await
-            .map_err(|e| execute_error(e, "transfer", &id))?;
-        Ok(self.receipt(id, committed))
+        let cmd = cmd.into();
+        let id = cmd.key.event_id(&StreamId::new("Transfer", "request"), 0).to_string();
+        let transfers = &self.inner.transfers;
+        let request = |t: &Transfer| t.request(from, to, amount, reference);
+        let execute = async |key, meta| transfers.execute_once(&id, key, meta, request).await;
+        let committed = cmd.once((from, to, amount, reference), execute).await?;
+        Ok(self.receipt(id.clone(), committed))
+    }
+
+    /// Waits, driven by the store's wake-ups, until the transfer is final (a completed one
+    /// with its source settled), then until the read models include it.
+    pub async fn wait_for_transfer(&self, transfer_id: Uuid) -> Result<TransferOutcome, AppError> {
+        let deadline = Instant::now() + self.inner.wait;
+        let mut wakeup = self.inner.store.wakeup();
+        loop {
+            let (outcome, position, done) = self.transfer_state(transfer_id).await?;
+            if done || Instant::now() >= deadline {
+                self.wrote(position);
+                self.floor().await?;
+                return Ok(outcome);
+            }
+            let _ = timeout_at(deadline, wakeup.wait()).await;
+        }
+    }
+
+    /// A transfer's outcome, the position of its latest event, and whether the process is
+    /// done with it.
+    async fn transfer_state(&self, id: Uuid) -> Result<(TransferOutcome, u64, bool), AppError> {
+        let history = self.inner.transfers.history(&id.to_string()).await?;
+        let (Some(first), Some(last)) = (history.first(), history.last()) else {
+            return Err(AppError::NotFound(format!("transfer {id}")));
+        };
+        let mut transfer = Transfer::default();
+        for event in &history {
+            es_core::Aggregate::apply_event(&mut transfer, &event.decode()?);
+        }
+        let status = transfer.status();
+        let settled = status != TransferStatus::Completed
+            || !self.load_account(transfer.from_account()).await?.is_in_flight(id);
+        let outcome = TransferOutcome {
+            transfer_id: id,
+            status,
+            reason: transfer.reason().map(str::to_owned),
+            correlation_id: first.metadata.correlation_id,
+        };
+        Ok((outcome, last.position, status.is_final() && settled))
     }
 
     /// The current state of a transfer, from its aggregate.
     pub async fn transfer_outcome(&self, transfer_id: Uuid) -> Result<TransferOutcome, AppError> {
-        let id = transfer_id.to_string();
-        let transfer = self.transfers.load(&id).await?;
-        if !transfer.exists() {
-            return Err(AppError::NotFound(format!("transfer {id}")));
-        }
-        let correlation_id = self
-            .transfers
-            .history(&id)
-            .await?
-            .first()
-            .and_then(|e| e.metadata.correlation_id);
-        Ok(TransferOutcome {
-            transfer_id,
-            status: transfer.status(),
-            reason: transfer.reason().map(str::to_owned),
-            correlation_id,
-        })
+        Ok(self.transfer_state(transfer_id).await?.0)
     }
 
-    /// Runs the transfer process manager until it has reacted to every event; returns how
-    /// many events it read. Runs are serialised (within the process by a mutex, and on
-    /// PostgreSQL across processes by an advisory lock), so no two ever race a step.
-    pub async fn run_processes(&self) -> Result<u64, AppError> {
-        let mut runner = self.process.lock().await;
-        let lock = match &self.process_lock {
-            Some(store) => Some(crate::storage::lock_process_manager(store).await?),
-            None => None,
-        };
-        let mut total = 0;
+    /// Waits until the process manager has reacted to every event up to the head of the log
+    /// (and to the events it wrote meanwhile), then until the read models include them all.
+    pub async fn wait_idle(&self) -> Result<(), AppError> {
+        let deadline = Instant::now() + self.inner.wait;
         loop {
-            let progress = runner.catch_up().await?;
-            if progress.done == 0 {
-                break;
+            let head = self.inner.store.head_position().await?;
+            for status in &self.inner.process_status {
+                let mut status = status.clone();
+                let reached = status.wait_for(|s| s.checkpoint >= head || stopped(s));
+                match timeout_at(deadline, reached).await {
+                    Ok(Ok(s)) if !stopped(&s) => {}
+                    _ => {
+                        return Err(Error::Timeout(format!("process manager behind {head}")).into());
+                    }
+                }
             }
-            total += progress.done;
+            if self.inner.store.head_position().await? == head {
+                self.wrote(head);
+                return self.floor().await;
+            }
         }
-        if let Some(lock) = lock {
-            lock.rollback().await.map_err(es_core::Error::backend)?;
+    }
+
+    /// Every consumer's status: the read models' and each process-manager partition's.
+    pub fn status(&self) -> Vec<Status> {
+        let process = self.inner.process_status.iter().map(|s| s.borrow().clone());
+        std::iter::once(self.inner.read_side.status()).chain(process).collect()
+    }
+
+    /// Stops the process manager after its current batches, saving its checkpoints.
+    pub async fn shutdown(&self) -> Result<(), AppError> {
+        let handles =
+            std::mem::take(&mut *self.inner.process.lock().unwrap_or_else(PoisonError::into_inner));
+        for handle in handles {
+            handle.shutdown().await?;
         }
-        Ok(total)
+        Ok(())
     }
 
-    /// Where the read models live.
-    pub fn read_side(&self) -> &ReadSide<S> {
-        &self.read_side
-    }
-
-    /// Every read model, caught up with the log, as one consistent value (from memory, or
-    /// read from the PostgreSQL tables in one snapshot).
-    pub async fn read_models(&self) -> Result<ReadModels, AppError> {
-        Ok(self.read_side.snapshot(self.floor(), WAIT_LIMIT).await?)
-    }
-
-    /// One account's row once the read models include global `position` (a write's, so a
-    /// caller reads its own writes even when the log shows a commit a moment late).
-    pub async fn account_after(
-        &self,
-        account_id: &str,
-        position: u64,
-    ) -> Result<AccountRow, AppError> {
-        self.read_side
-            .account(account_id, position.max(self.floor()), WAIT_LIMIT)
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("account {account_id}")))
+    /// One account's row once the read models include global `position`.
+    pub async fn account_after(&self, id: &str, position: u64) -> Result<AccountRow, AppError> {
+        validate_account_id(id)?;
+        self.wrote(position);
+        self.floor().await?;
+        let row = self.inner.read_side.account(id).await?;
+        row.ok_or_else(|| AppError::NotFound(format!("account {id}")))
     }
 
     /// One account's current balance and status.
-    pub async fn account(&self, account_id: &str) -> Result<AccountRow, AppError> {
-        self.account_after(account_id, 0).await
+    pub async fn account(&self, id: &str) -> Result<AccountRow, AppError> {
+        self.account_after(id, 0).await
     }
 
     /// Every account's balance.
     pub async fn balances(&self) -> Result<Vec<AccountRow>, AppError> {
-        Ok(self.read_side.accounts(self.floor(), WAIT_LIMIT).await?)
+        self.floor().await?;
+        Ok(self.inner.read_side.accounts().await?)
     }
 
     /// An account's statement: every movement with the running balance.
-    pub async fn statement(&self, account_id: &str) -> Result<Vec<StatementLine>, AppError> {
-        self.read_side
-            .statement(account_id, self.floor(), WAIT_LIMIT)
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("account {account_id}")))
+    pub async fn statement(&self, id: &str) -> Result<Vec<StatementLine>, AppError> {
+        validate_account_id(id)?;
+        self.floor().await?;
+        let lines = self.inner.read_side.statement(id).await?;
+        lines.ok_or_else(|| AppError::NotFound(format!("account {id}")))
     }
 
     /// Ledger-wide totals per currency.
     pub async fn totals(&self) -> Result<BTreeMap<Currency, CurrencyTotals>, AppError> {
-        Ok(self.read_side.totals(self.floor(), WAIT_LIMIT).await?)
+        self.floor().await?;
+        Ok(self.inner.read_side.totals().await?)
     }
 
     /// Every transfer, as the read side sees it.
     pub async fn transfers(&self) -> Result<Vec<TransferRow>, AppError> {
-        Ok(self.read_side.transfers(self.floor(), WAIT_LIMIT).await?)
+        self.floor().await?;
+        Ok(self.inner.read_side.transfers().await?)
+    }
+
+    /// Every read model as one consistent value.
+    pub async fn read_models(&self) -> Result<ReadModels, AppError> {
+        self.floor().await?;
+        Ok(self.inner.read_side.snapshot().await?)
     }
 
     /// Checks the read models' invariants (money conserved, statements match balances).
     pub async fn check(&self) -> Result<(), AppError> {
-        self.read_models()
-            .await?
-            .check()
-            .map_err(|problems| AppError::Inconsistent(problems.join("; ")))
+        let models = self.read_models().await?;
+        models.check().map_err(|problems| AppError::Inconsistent(problems.join("; ")))
     }
 
     /// The full history of an account: who did what, when, as part of which flow.
-    pub async fn audit(&self, account_id: &str) -> Result<Vec<AuditEntry>, AppError> {
-        let history = self.accounts.history(account_id).await?;
+    pub async fn audit(&self, id: &str) -> Result<Vec<AuditEntry>, AppError> {
+        validate_account_id(id)?;
+        let history = self.inner.accounts.history(id).await?;
         if history.is_empty() {
-            return Err(AppError::NotFound(format!("account {account_id}")));
+            return Err(AppError::NotFound(format!("account {id}")));
         }
         let mut currency = None;
-        history
-            .iter()
-            .map(|event| {
-                let decoded: AccountEvent = event.decode()?;
-                if let AccountEvent::AccountOpened(opened) = &decoded {
-                    currency = Some(opened.currency.clone());
-                }
-                let description = decoded.describe(currency.as_ref());
-                Ok(audit_entry(event, description, account_payload(&decoded)))
-            })
-            .collect()
+        history.iter().map(|event| audit_entry(event, &mut currency)).collect()
     }
 
     /// Every event of one flow (a request and everything it caused), across streams, in
-    /// global order. Scans the log.
+    /// global order. Scans the log as far as the read models have seen.
     pub async fn trace(&self, correlation_id: Uuid) -> Result<Vec<AuditEntry>, AppError> {
-        // Scan at least as far as the read models have seen (a store may show the log's
-        // tail a moment late; see `account_after`).
-        let seen = self.read_side.catch_up_to(self.floor(), WAIT_LIMIT).await?;
-        let currencies: BTreeMap<String, Currency> = self
-            .balances()
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row.currency))
-            .collect();
-        let deadline = Instant::now() + WAIT_LIMIT;
-        let mut events = self.store.stream_all(0, 1_000);
+        self.floor().await?;
+        let currencies: BTreeMap<String, Currency> =
+            self.balances().await?.into_iter().map(|row| (row.id, row.currency)).collect();
+        let filter = LedgerEvent::filter();
+        let mut events = self.inner.store.stream_all(0, 1_000, filter);
         let mut entries = Vec::new();
-        let mut scanned = 0;
-        loop {
-            let Some(event) = events.next().await else {
-                if scanned >= seen || Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                events = self.store.stream_all(scanned, 1_000);
-                continue;
-            };
+        while let Some(event) = events.next().await {
             let event = event?;
-            scanned = event.position;
-            if event.metadata.correlation_id != Some(correlation_id) {
-                continue;
+            if event.metadata.correlation_id == Some(correlation_id) {
+                let mut currency = currencies.get(&event.stream.aggregate_id).cloned();
+                entries.push(audit_entry(&event, &mut currency)?);
             }
-            let currency = currencies.get(&event.stream.aggregate_id);
-            let (description, data) = describe_any(&event, currency)?;
-            entries.push(audit_entry(&event, description, data));
         }
         Ok(entries)
     }
 
     /// An account's balance as of a stream version or a moment.
-    pub async fn balance_as_of(
-        &self,
-        account_id: &str,
-        as_of: AsOf,
-    ) -> Result<BalanceAt, AppError> {
-        validate_account_id(account_id)?;
-        let loaded = self.accounts.load_as_of(account_id, as_of).await?;
+    pub async fn balance_as_of(&self, id: &str, as_of: AsOf) -> Result<BalanceAt, AppError> {
+        validate_account_id(id)?;
+        if let AsOf::Time(time) = as_of {
+            check_time(time)?;
+        }
+        let loaded = self.inner.accounts.load_as_of(id, as_of).await?;
+        if loaded.version == 0 {
+            self.load_account(id).await?; // no such account at all: not found
+        }
         let currency = loaded.currency().cloned();
+        let balance = loaded.balance();
         Ok(BalanceAt {
-            account_id: account_id.to_owned(),
+            account_id: id.to_owned(),
             version: loaded.version,
-            balance: loaded.balance(),
-            balance_display: currency.as_ref().map_or_else(
-                || loaded.balance().to_string(),
-                |c| Money::format_minor(loaded.balance(), c),
-            ),
+            balance,
+            balance_display: currency
+                .as_ref()
+                .map_or_else(|| balance.to_string(), |c| Money::format_minor(balance, c)),
             currency,
             status: loaded.status(),
         })
     }
 
-    /// The current account aggregate (not the read model): its balance and currency.
-    pub async fn load_account(&self, account_id: &str) -> Result<Account, AppError> {
-        let loaded = self.accounts.load(account_id).await?;
+    /// The current account aggregate (not the read model).
+    pub async fn load_account(&self, id: &str) -> Result<Account, AppError> {
+        validate_account_id(id)?;
+        let loaded = self.inner.accounts.load(id).await?;
         if !loaded.exists() {
-            return Err(AppError::NotFound(format!("account {account_id}")));
+            return Err(AppError::NotFound(format!("account {id}")));
         }
         Ok(loaded.state)
     }
 
-    /// Empties the read models and replays the whole log into them from position 0,
-    /// calling `on_progress` after every batch; then checks their invariants.
+    /// Empties the read models and replays the whole log into them, calling `on_progress`
+    /// after every batch; then checks their invariants.
     pub async fn rebuild(
         &self,
-        on_progress: impl FnMut(Progress) + Send,
+        mut on_progress: impl FnMut(Progress) + Send,
     ) -> Result<Progress, AppError> {
-        let progress = self.read_side.rebuild(WAIT_LIMIT, on_progress).await?;
+        let progress = self.inner.read_side.rebuild(&mut on_progress).await?;
         self.check().await?;
         Ok(progress)
     }
 
-    /// Replays the whole log into a fresh, private, in-memory copy of the read models (no
-    /// checkpoint is touched) and returns it, to compare with the live ones (in memory or in
-    /// the PostgreSQL tables).
+    /// Replays the whole log into a fresh, private, in-memory copy of the read models, to
+    /// compare with the live ones.
     pub async fn fresh_read_models(&self) -> Result<ReadModels, AppError> {
-        // At least as far as the live read models (the log's reported head can lag, see
-        // `crate::tables`): scan again from where it stopped until then.
-        let target = self.read_side.catch_up_to(self.floor(), WAIT_LIMIT).await?;
-        let mut view = LedgerView::new("ledger-view-verify");
-        let deadline = Instant::now() + WAIT_LIMIT;
-        let mut scanned = 0;
-        loop {
-            let mut events = self.store.stream_all(scanned, 1_000);
-            while let Some(event) = events.next().await {
-                let event = event?;
-                scanned = event.position;
-                es_core::Projection::handle(&mut view, &event)
-                    .await
-                    .map_err(|e| AppError::Inconsistent(e.to_string()))?;
-            }
-            if scanned >= target || Instant::now() >= deadline {
-                return Ok(view.models().clone());
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        self.floor().await?;
+        let mut view = memory::consumer(self.inner.store.clone(), ViewHandler::default());
+        view.catch_up().await?;
+        Ok(view.handler().models())
     }
 
-    /// Notes that global `position` was written: later queries read at least that far.
+    /// Replays the events the read models' consumer parked; how many succeeded.
+    pub async fn replay_parked(&self) -> Result<usize, AppError> {
+        Ok(self.inner.read_side.replay_parked().await?)
+    }
+
+    /// Notes that global `position` was written: later queries wait for it.
     fn wrote(&self, position: u64) {
-        self.written.fetch_max(position, Ordering::Relaxed);
+        self.inner.written.fetch_max(position, Ordering::Relaxed);
     }
 
-    /// The position every query reads at least as far as.
-    fn floor(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+    /// Waits until the read models include every position this ledger wrote.
+    async fn floor(&self) -> Result<(), AppError> {
+        let position = self.inner.written.load(Ordering::Relaxed);
+        Ok(self.inner.read_side.wait_for(position, self.inner.wait).await?)
     }
 
     fn receipt(&self, id: String, committed: es_core::Committed) -> Receipt {
-        let receipt = receipt(id, committed);
-        self.wrote(receipt.position);
-        receipt
-    }
-
-    async fn on_account<R>(
-        &self,
-        account_id: &str,
-        meta: Metadata,
-        decide: impl FnMut(&Account) -> Result<R, LedgerError> + Send,
-    ) -> Result<Receipt, AppError>
-    where
-        R: IntoEvents<AccountEvent>,
-    {
-        validate_account_id(account_id)?;
-        let committed = self
-            .accounts
-            .execute(account_id, meta, decide)
-            .await
-            .map_err(|e| execute_error(e, "account", account_id))?;
-        Ok(self.receipt(account_id.to_owned(), committed))
+        let events = &committed.events;
+        let position = events.last().map_or(0, |e| e.position);
+        self.wrote(position);
+        Receipt {
+            id,
+            version: committed.version,
+            events: events.iter().map(|e| e.event_name.clone()).collect(),
+            correlation_id: events.first().and_then(|e| e.metadata.correlation_id),
+            position,
+        }
     }
 }
 
-fn execute_error(error: ExecuteError<LedgerError>, kind: &str, id: &str) -> AppError {
+fn stopped(status: &Status) -> bool {
+    matches!(status.state, ConsumerState::Stopped | ConsumerState::ShutDown)
+}
+
+fn rejected(error: ExecuteError<LedgerError>) -> AppError {
     match error {
-        ExecuteError::Rejected(LedgerError::AccountNotFound) if kind == "account" => {
-            AppError::NotFound(format!("account {id}"))
-        }
-        ExecuteError::Rejected(LedgerError::TransferNotFound) => {
-            AppError::NotFound(format!("transfer {id}"))
-        }
         ExecuteError::Rejected(e) => AppError::Domain(e),
         ExecuteError::Store(e) => e.into(),
     }
 }
 
-fn receipt(id: String, committed: es_core::Committed) -> Receipt {
-    Receipt {
-        id,
-        position: committed.events.last().map_or(0, |e| e.position),
-        version: committed.version,
-        correlation_id: committed
-            .events
-            .first()
-            .and_then(|e| e.metadata.correlation_id),
-        events: committed
-            .events
-            .iter()
-            .map(|e| e.event_name.clone())
-            .collect(),
+impl AppError {
+    /// `NotFound(what)` for a domain error that says the account does not exist.
+    fn not_found(self, what: String) -> Self {
+        match self {
+            AppError::Domain(LedgerError::AccountNotFound) => AppError::NotFound(what),
+            other => other,
+        }
     }
 }
 
-fn audit_entry(event: &RecordedEvent, description: String, data: serde_json::Value) -> AuditEntry {
-    AuditEntry {
+/// An audit entry for `event`; `currency` is the account's, learnt from its opening.
+fn audit_entry(
+    event: &RecordedEvent,
+    currency: &mut Option<Currency>,
+) -> Result<AuditEntry, AppError> {
+    let (description, data) = match LedgerEvent::from_record(event).transpose()? {
+        Some(LedgerEvent::Account(e)) => {
+            if let AccountEvent::AccountOpened(opened) = &e {
+                *currency = Some(opened.currency.clone());
+            }
+            (e.describe(currency.as_ref()), e.encode())
+        }
+        Some(LedgerEvent::Transfer(e)) => (e.describe(), e.encode()),
+        None => (event.event_name.clone(), Ok(event.payload.clone())),
+    };
+    // The payload upcast to the current schema.
+    let data = data.ok().and_then(|raw| serde_json::from_str(raw.get()).ok());
+    Ok(AuditEntry {
         stream: event.stream.to_string(),
         version: event.version,
         position: event.position,
@@ -653,68 +666,6 @@ fn audit_entry(event: &RecordedEvent, description: String, data: serde_json::Val
         correlation_id: event.metadata.correlation_id,
         causation_id: event.metadata.causation_id,
         event_id: event.event_id,
-        data,
-    }
-}
-
-fn account_payload(event: &AccountEvent) -> serde_json::Value {
-    use es_core::EventSet;
-    event
-        .encode()
-        .ok()
-        .and_then(|raw| serde_json::from_str(raw.get()).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
-fn describe_any(
-    event: &RecordedEvent,
-    currency: Option<&Currency>,
-) -> Result<(String, serde_json::Value), AppError> {
-    use es_core::{Aggregate, EventSet};
-    let aggregate_type = event.stream.aggregate_type.as_str();
-    if aggregate_type == Account::TYPE {
-        let decoded: AccountEvent = event.decode()?;
-        let data = account_payload(&decoded);
-        Ok((decoded.describe(currency), data))
-    } else if aggregate_type == Transfer::TYPE {
-        let decoded: TransferEvent = event.decode()?;
-        let data = decoded
-            .encode()
-            .ok()
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .unwrap_or(serde_json::Value::Null);
-        Ok((decoded.describe(), data))
-    } else {
-        Ok((event.event_name.clone(), serde_json::Value::Null))
-    }
-}
-
-impl TransferEvent {
-    /// A one-line description for audit trails.
-    pub fn describe(&self) -> String {
-        match self {
-            TransferEvent::TransferRequested(e) => format!(
-                "transfer of {} from {} to {} requested",
-                Money::new(e.amount, e.currency.clone()),
-                e.from_account,
-                e.to_account
-            ),
-            TransferEvent::TransferRejected(e) => format!("transfer rejected: {}", e.reason),
-            TransferEvent::TransferDebited(_) => "source debited".to_owned(),
-            TransferEvent::TransferCompleted(_) => "destination credited: completed".to_owned(),
-            TransferEvent::TransferCreditFailed(e) => format!("credit failed: {}", e.reason),
-            TransferEvent::TransferCompensated(_) => "source refunded: compensated".to_owned(),
-        }
-    }
-}
-
-impl Ledger<PostgresStore> {
-    /// Opens the ledger on PostgreSQL with its read models in tables of the store's schema
-    /// (created if missing, then caught up with the log; see [`crate::tables`]), and finishes
-    /// any transfer a previous run left half-way. Every process serving the schema shares the
-    /// tables and their checkpoint.
-    pub async fn open_with_tables(store: PostgresStore) -> Result<Self, AppError> {
-        let tables = TableReadModels::open(store.clone()).await?;
-        Self::assemble(store.clone(), ReadSide::Tables(tables), Some(store)).await
-    }
+        data: data.unwrap_or_default(),
+    })
 }

@@ -1,39 +1,33 @@
 //! The command line (clap, derive): a subcommand for every command and query, `demo`,
-//! `serve` and `rebuild`.
+//! `serve`, `rebuild` and `status`. `main.rs` opens the store and runs them here.
 
 use std::error::Error as StdError;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand};
-use es_core::{AsOf, EventStore, MemoryStore, Metadata, Progress};
-use indicatif::{ProgressBar, ProgressDrawTarget};
-use serde::Serialize;
+use clap::{Args, Parser, Subcommand};
+use es_core::{AsOf, CommandKey, Metadata};
 use uuid::Uuid;
 
-use crate::app::{Ledger, TransferOutcome};
+use crate::app::{AccountCommand, Cmd, Ledger, Store};
 use crate::domain::{Currency, Money};
-use crate::read_model::AccountRow;
+use crate::report;
+use crate::storage::StorageArgs;
 
 /// Any error the CLI reports.
 pub type CliError = Box<dyn StdError + Send + Sync>;
 
 /// An event-sourced ledger: accounts, transfers, audit trail, balances as of any moment.
 ///
-/// Without a database the ledger lives in memory for the length of one command, so start
-/// with `ledger demo` (a scripted scenario) or `ledger serve` (the HTTP API).
+/// Data lives in the SQLite file `./ledger.db` (or `--data PATH`), in PostgreSQL with
+/// `DATABASE_URL`, or in memory for one command with `--memory`.
 #[derive(Debug, Parser)]
 #[command(name = "ledger", version)]
 pub struct Cli {
-    /// PostgreSQL URL. Without it the ledger runs in memory and keeps nothing after exit.
-    #[arg(long, env = "DATABASE_URL", global = true)]
-    pub database_url: Option<String>,
-
-    /// PostgreSQL schema holding the event store and the read model tables (default
-    /// `public`; `demo` uses a fresh one unless this is given).
-    #[arg(long, env = "LEDGER_SCHEMA", global = true)]
-    pub schema: Option<String>,
+    /// Where the data lives.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 
     /// Who is acting: recorded as the user id of every event.
     #[arg(long, env = "LEDGER_USER", default_value = "cli", global = true)]
@@ -42,6 +36,10 @@ pub struct Cli {
     /// Correlation id to record on the command's events (default: a new one).
     #[arg(long, global = true)]
     pub correlation_id: Option<Uuid>,
+
+    /// Idempotency key: the same command run again with the same key acts once.
+    #[arg(long, global = true)]
+    pub key: Option<String>,
 
     /// Print results as JSON.
     #[arg(long, global = true)]
@@ -55,7 +53,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a scripted scenario and print a report (no database needed).
+    /// Run a scripted scenario and print a report.
     Demo,
     /// Serve the HTTP JSON API.
     Serve {
@@ -80,29 +78,11 @@ pub enum Command {
     /// Pay money out of an account.
     Withdraw(Movement),
     /// Freeze an account: no money moves.
-    Freeze {
-        /// Account id.
-        account: String,
-        /// Why.
-        #[arg(long, default_value = "")]
-        reason: String,
-    },
+    Freeze(Reason),
     /// Unfreeze an account.
-    Unfreeze {
-        /// Account id.
-        account: String,
-        /// Why.
-        #[arg(long, default_value = "")]
-        reason: String,
-    },
+    Unfreeze(Reason),
     /// Close an account (only at a zero balance).
-    Close {
-        /// Account id.
-        account: String,
-        /// Why.
-        #[arg(long, default_value = "")]
-        reason: String,
-    },
+    Close(Reason),
     /// Transfer money between two accounts of the same currency.
     Transfer {
         /// Source account.
@@ -149,10 +129,12 @@ pub enum Command {
     Totals,
     /// Replay the whole log into the read models from position 0.
     Rebuild,
+    /// The consumers (read models, process manager): progress, lag and parked events.
+    Status,
 }
 
 /// Arguments of a deposit or withdrawal.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Args)]
 pub struct Movement {
     /// Account id.
     pub account: String,
@@ -163,271 +145,129 @@ pub struct Movement {
     pub reference: String,
 }
 
-/// Runs the CLI: in memory, or on PostgreSQL when a database URL is given.
-pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let mut out = std::io::stdout();
-    match cli.database_url.clone() {
-        None => {
-            let ledger = Ledger::open(MemoryStore::new(), "ledger-view").await?;
-            execute(&ledger, cli, &mut out, "").await
+/// Arguments of a freeze, unfreeze or close.
+#[derive(Debug, Args)]
+pub struct Reason {
+    /// Account id.
+    pub account: String,
+    /// Why.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+impl Cli {
+    /// The context of the command: who, which flow, and its idempotency key.
+    pub fn cmd(&self) -> Cmd {
+        let mut meta = Metadata::by_user(&self.user).with_causation_id(Uuid::now_v7());
+        if let Some(correlation) = self.correlation_id {
+            meta = meta.with_correlation_id(correlation);
         }
-        Some(url) => {
-            let schema = cli.schema.clone();
-            crate::storage::run_on_database(&url, schema.as_deref(), cli, &mut out).await
-        }
+        let key = self.key.as_deref().map_or_else(CommandKey::new, CommandKey::from_text);
+        Cmd::new(meta).with_key(key)
     }
 }
 
-/// Runs one subcommand against `ledger`, writing the report to `out`. `tag` is appended to
-/// the demo's account ids so that it can run again on a database that holds a previous run.
-pub async fn execute<S: EventStore>(
+/// Runs one subcommand (all but `serve`) against `ledger`, writing the report to `out`.
+pub async fn execute<S: Store>(
     ledger: &Ledger<S>,
     cli: Cli,
     out: &mut (impl Write + Send),
-    tag: &str,
 ) -> Result<(), CliError> {
-    let mut meta = Metadata::by_user(cli.user.clone()).with_causation_id(Uuid::now_v7());
-    if let Some(correlation) = cli.correlation_id {
-        meta = meta.with_correlation_id(correlation);
-    }
-    let json = cli.json;
+    let (cmd, json) = (cli.cmd(), cli.json);
+    let mut account_command = async |id: &str, command| {
+        let receipt = ledger.on_account(cmd.clone(), id, command).await?;
+        let row = ledger.account_after(id, receipt.position).await?;
+        if json { report::json(out, &row) } else { report::account(out, &row) }?;
+        Ok::<_, CliError>(())
+    };
     match cli.command {
-        Command::Demo => crate::demo::run(ledger, out, tag).await?,
-        Command::Serve { addr } => {
-            // Requests run their transfers to the end; this also finishes transfers that
-            // another process (or a crash) left half-way.
-            let background = ledger.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    if let Err(error) = background.run_processes().await {
-                        tracing::warn!(%error, "transfer process failed; retrying");
-                    }
-                }
-            });
-            crate::http::serve(
-                ledger.clone(),
-                addr,
-                |bound| eprintln!("ledger API listening on http://{bound}"),
-                async {
-                    let _ = tokio::signal::ctrl_c().await;
-                },
-            )
-            .await?;
-        }
-        Command::Open {
-            id,
-            owner,
-            currency,
-            overdraft,
-        } => {
+        Command::Demo => crate::demo::run(ledger, out).await?,
+        Command::Serve { .. } => return Err("serve is run by main".into()),
+        Command::Open { id, owner, currency, overdraft } => {
             let currency: Currency = currency.parse()?;
-            let overdraft = Money::parse(&overdraft, currency.clone())?;
-            ledger
-                .open_account(meta, &id, &owner, currency, overdraft.minor)
-                .await?;
-            print_account(out, json, &ledger.account(&id).await?)?;
+            let overdraft_limit = Money::parse(&overdraft, currency.clone())?.minor;
+            account_command(&id, AccountCommand::Open { owner, currency, overdraft_limit }).await?;
         }
         Command::Deposit(m) => {
             let amount = parse_amount(ledger, &m.account, &m.amount).await?;
-            ledger
-                .deposit(meta, &m.account, &amount, &m.reference)
-                .await?;
-            print_account(out, json, &ledger.account(&m.account).await?)?;
+            account_command(&m.account, AccountCommand::Deposit(amount, m.reference)).await?;
         }
         Command::Withdraw(m) => {
             let amount = parse_amount(ledger, &m.account, &m.amount).await?;
-            ledger
-                .withdraw(meta, &m.account, &amount, &m.reference)
-                .await?;
-            print_account(out, json, &ledger.account(&m.account).await?)?;
+            account_command(&m.account, AccountCommand::Withdraw(amount, m.reference)).await?;
         }
-        Command::Freeze { account, reason } => {
-            ledger.freeze(meta, &account, &reason).await?;
-            print_account(out, json, &ledger.account(&account).await?)?;
+        Command::Freeze(r) => account_command(&r.account, AccountCommand::Freeze(r.reason)).await?,
+        Command::Unfreeze(r) => {
+            account_command(&r.account, AccountCommand::Unfreeze(r.reason)).await?;
         }
-        Command::Unfreeze { account, reason } => {
-            ledger.unfreeze(meta, &account, &reason).await?;
-            print_account(out, json, &ledger.account(&account).await?)?;
-        }
-        Command::Close { account, reason } => {
-            ledger.close(meta, &account, &reason).await?;
-            print_account(out, json, &ledger.account(&account).await?)?;
-        }
-        Command::Transfer {
-            from,
-            to,
-            amount,
-            reference,
-        } => {
+        Command::Close(r) => account_command(&r.account, AccountCommand::Close(r.reason)).await?,
+        Command::Transfer { from, to, amount, reference } => {
             let amount = parse_amount(ledger, &from, &amount).await?;
-            let outcome = ledger
-                .transfer(meta, &from, &to, &amount, &reference)
-                .await?;
+            let outcome = ledger.transfer(cmd, &from, &to, &amount, &reference).await?;
             if json {
-                print_json(out, &outcome)?;
+                report::json(out, &outcome)
             } else {
-                writeln!(out, "{}", describe_outcome(&outcome))?;
-            }
+                writeln!(out, "{}", report::outcome(&outcome))
+            }?;
         }
-        Command::Balance {
-            account,
-            version,
-            at,
-        } => {
-            let as_of = match (version, at) {
-                (Some(v), _) => AsOf::Version(v),
-                (None, Some(t)) => AsOf::Time(t),
-                (None, None) => AsOf::Version(u64::MAX),
-            };
-            let balance = ledger.balance_as_of(&account, as_of).await?;
+        Command::Balance { account, version, at } => {
+            let as_of = at.map_or(AsOf::Version(version.unwrap_or(u64::MAX)), AsOf::Time);
+            let b = ledger.balance_as_of(&account, as_of).await?;
             if json {
-                print_json(out, &balance)?;
+                report::json(out, &b)?;
             } else {
-                let currency = balance.currency.as_ref().map_or("", Currency::as_str);
-                writeln!(
-                    out,
-                    "{account}: {} {currency} at version {} ({})",
-                    balance.balance_display,
-                    balance.version,
-                    balance.status.as_str()
-                )?;
+                let currency = b.currency.as_ref().map_or("", Currency::as_str);
+                let (display, version, status) = (&b.balance_display, b.version, b.status.as_str());
+                writeln!(out, "{account}: {display} {currency} at version {version} ({status})")?;
             }
         }
         Command::Balances => {
             let rows = ledger.balances().await?;
-            if json {
-                print_json(out, &rows)?;
-            } else {
-                crate::demo::write_balances(out, &rows)?;
-            }
+            if json { report::json(out, &rows) } else { report::balances(out, &rows) }?;
         }
         Command::Statement { account } => {
             let lines = ledger.statement(&account).await?;
             if json {
-                print_json(out, &lines)?;
+                report::json(out, &lines)?;
             } else {
-                let currency = ledger.account(&account).await?.currency;
-                crate::demo::write_statement(out, &lines, &currency)?;
+                report::statement(out, &lines, &ledger.account(&account).await?.currency)?;
             }
         }
         Command::History { account } => {
             let entries = ledger.audit(&account).await?;
-            if json {
-                print_json(out, &entries)?;
-            } else {
-                crate::demo::write_audit(out, &entries)?;
-            }
+            if json { report::json(out, &entries) } else { report::audit(out, &entries) }?;
         }
         Command::Trace { correlation_id } => {
             let entries = ledger.trace(correlation_id).await?;
-            if json {
-                print_json(out, &entries)?;
-            } else {
-                crate::demo::write_audit(out, &entries)?;
-            }
+            if json { report::json(out, &entries) } else { report::audit(out, &entries) }?;
         }
         Command::Transfers => {
             let rows = ledger.transfers().await?;
-            if json {
-                print_json(out, &rows)?;
-            } else {
-                for t in rows {
-                    writeln!(
-                        out,
-                        "{}  {} -> {}  {}  {}{}",
-                        t.id,
-                        t.from_account,
-                        t.to_account,
-                        Money::new(t.amount, t.currency),
-                        t.status,
-                        t.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                    )?;
-                }
-            }
+            if json { report::json(out, &rows) } else { report::transfers(out, &rows) }?;
         }
         Command::Totals => {
             let totals = ledger.totals().await?;
-            if json {
-                print_json(out, &totals)?;
-            } else {
-                crate::demo::write_totals(out, &totals)?;
-            }
+            if json { report::json(out, &totals) } else { report::totals(out, &totals) }?;
         }
         Command::Rebuild => {
-            let progress = rebuild_with_progress(ledger).await?;
+            let p = report::rebuild(ledger).await?;
+            let (events, took) = (p.done, p.elapsed);
             writeln!(
                 out,
-                "rebuilt the read models from {} events in {:.1?}; invariants hold",
-                progress.done, progress.elapsed
+                "rebuilt the read models from {events} events in {took:.1?}; invariants hold"
             )?;
         }
+        Command::Status => report::status(out, &ledger.status())?,
     }
     Ok(())
 }
 
-/// Rebuilds the read models from position 0, with a progress bar when stderr is a terminal.
-pub async fn rebuild_with_progress<S: EventStore>(
-    ledger: &Ledger<S>,
-) -> Result<Progress, CliError> {
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    let progress = ledger
-        .rebuild(|p| {
-            bar.set_length(p.total);
-            bar.set_position(p.done);
-        })
-        .await;
-    bar.finish_and_clear();
-    Ok(progress?)
-}
-
-async fn parse_amount<S: EventStore>(
+async fn parse_amount<S: Store>(
     ledger: &Ledger<S>,
     account: &str,
     amount: &str,
 ) -> Result<Money, CliError> {
-    let currency = ledger
-        .load_account(account)
-        .await?
-        .currency()
-        .cloned()
-        .ok_or("the account has no currency")?;
+    let account = ledger.load_account(account).await?;
+    let currency = account.currency().cloned().ok_or("the account has no currency")?;
     Ok(Money::parse(amount, currency)?)
-}
-
-fn print_json(out: &mut impl Write, value: &impl Serialize) -> Result<(), CliError> {
-    serde_json::to_writer_pretty(&mut *out, value)?;
-    writeln!(out)?;
-    Ok(())
-}
-
-fn print_account(out: &mut impl Write, json: bool, row: &AccountRow) -> Result<(), CliError> {
-    if json {
-        return print_json(out, row);
-    }
-    writeln!(
-        out,
-        "{} ({}): {} {} [{}]",
-        row.id,
-        row.owner,
-        row.balance_display,
-        row.currency,
-        row.status.as_str()
-    )?;
-    Ok(())
-}
-
-/// A one-line description of a transfer's outcome.
-pub fn describe_outcome(outcome: &TransferOutcome) -> String {
-    match &outcome.reason {
-        Some(reason) => format!(
-            "transfer {} {}: {reason}",
-            outcome.transfer_id, outcome.status
-        ),
-        None => format!("transfer {} {}", outcome.transfer_id, outcome.status),
-    }
 }

@@ -1,16 +1,45 @@
 //! `ledger`: the command line of the ledger example. See `ledger --help`.
 
+use std::process::ExitCode;
+
 use clap::Parser;
-use ledger::cli::{Cli, run};
+
+use ledger::app::Store;
+use ledger::cli::{Cli, CliError, Command, execute};
+use ledger::storage::{self, Opened};
+use ledger::{Ledger, http};
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let result = match storage::open(&cli.storage).await {
+        Ok(Opened::Memory(ledger)) => run(ledger, cli).await,
+        Err(error) => Err(error.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
+}
+
+async fn run<S: Store>(ledger: Ledger<S>, cli: Cli) -> Result<(), CliError> {
+    let result = match cli.command {
+        Command::Serve { addr } => {
+            let announce = |bound| eprintln!("ledger API listening on http://{bound}");
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            http::serve(ledger.clone(), addr, announce, stop).await.map_err(Into::into)
+        }
+        _ => execute(&ledger, cli, &mut std::io::stdout()).await,
+    };
+    ledger.shutdown().await?;
+    result
 }

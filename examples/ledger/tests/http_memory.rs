@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{code, full_scenario, start};
 use es_core::{
-    Error, EventStore, ExpectedVersion, MemoryStore, NewEvent, RecordedEvent, Snapshot, StreamId,
-    StreamQuery,
+    CheckpointStore, Error, ExpectedVersion, GlobalLog, LogFilter, LogPage, MemoryStore, NewEvent,
+    ParkedEvent, RecordedEvent, Snapshot, SnapshotStore, StreamId, StreamQuery, StreamStore,
+    Wakeup,
 };
 use reqwest::StatusCode;
 use serde_json::json;
@@ -27,25 +28,12 @@ async fn invalid_input_gets_clear_json_errors() {
     api.open("ada", "EUR", 0).await;
 
     // Who: commands need a user.
-    let (status, body) = api
-        .post_raw(
-            "/accounts/ada/deposits",
-            r#"{"amount": 1, "currency": "EUR"}"#,
-            &[],
-        )
-        .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "missing_user")
-    );
+    let (status, body) =
+        api.post_raw("/accounts/ada/deposits", r#"{"amount": 1, "currency": "EUR"}"#, &[]).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "missing_user"));
     let user = [("x-user-id", "u")];
     let cases: Vec<(&str, String, StatusCode, &str)> = vec![
-        (
-            "/accounts/ada/deposits",
-            "{not json".into(),
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-        ),
+        ("/accounts/ada/deposits", "{not json".into(), StatusCode::BAD_REQUEST, "invalid_body"),
         (
             "/accounts/ada/deposits",
             r#"{"amount": 1.5, "currency": "EUR"}"#.into(),
@@ -120,10 +108,7 @@ async fn invalid_input_gets_clear_json_errors() {
         ),
         (
             "/accounts/ada/deposits",
-            format!(
-                r#"{{"amount": 1, "currency": "EUR", "reference": "{}"}}"#,
-                "x".repeat(17_000)
-            ),
+            format!(r#"{{"amount": 1, "currency": "EUR", "reference": "{}"}}"#, "x".repeat(17_000)),
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
         ),
@@ -136,11 +121,7 @@ async fn invalid_input_gets_clear_json_errors() {
             "POST {path} {}: {response}",
             &body[..body.len().min(80)]
         );
-        assert!(
-            response["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty())
-        );
+        assert!(response["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     let (status, body) = api
         .post_raw(
@@ -149,50 +130,23 @@ async fn invalid_input_gets_clear_json_errors() {
             &[("x-user-id", "u"), ("x-correlation-id", "not-a-uuid")],
         )
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_header")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_header"));
     for (path, expected_status, expected_code) in [
         ("/accounts/nobody", StatusCode::NOT_FOUND, "not_found"),
-        (
-            "/accounts/nobody/statement",
-            StatusCode::NOT_FOUND,
-            "not_found",
-        ),
-        (
-            "/accounts/nobody/history",
-            StatusCode::NOT_FOUND,
-            "not_found",
-        ),
-        (
-            "/accounts/nobody/balance",
-            StatusCode::NOT_FOUND,
-            "not_found",
-        ),
-        (
-            "/accounts/ada/balance?version=x",
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-        ),
+        ("/accounts/nobody/statement", StatusCode::NOT_FOUND, "not_found"),
+        ("/accounts/nobody/history", StatusCode::NOT_FOUND, "not_found"),
+        ("/accounts/nobody/balance", StatusCode::NOT_FOUND, "not_found"),
+        ("/accounts/ada/balance?version=x", StatusCode::BAD_REQUEST, "invalid_query"),
         (
             "/accounts/ada/balance?version=1&at=2020-01-01T00:00:00Z",
             StatusCode::BAD_REQUEST,
             "invalid_query",
         ),
-        (
-            "/transfers/123",
-            StatusCode::BAD_REQUEST,
-            "invalid_transfer_id",
-        ),
+        ("/transfers/123", StatusCode::BAD_REQUEST, "invalid_transfer_id"),
         ("/nowhere", StatusCode::NOT_FOUND, "not_found"),
     ] {
         let (status, body) = api.get(path).await;
-        assert_eq!(
-            (status, code(&body)),
-            (expected_status, expected_code),
-            "GET {path}: {body}"
-        );
+        assert_eq!((status, code(&body)), (expected_status, expected_code), "GET {path}: {body}");
     }
 }
 
@@ -203,12 +157,8 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
     api.open("bob", "EUR", 0).await;
     let key = [("idempotency-key", "deposit-0001")];
     let body = json!({ "amount": 500, "currency": "EUR" });
-    let first = api
-        .post_with("/accounts/ada/deposits", body.clone(), &key)
-        .await;
-    let again = api
-        .post_with("/accounts/ada/deposits", body.clone(), &key)
-        .await;
+    let first = api.post_with("/accounts/ada/deposits", body.clone(), &key).await;
+    let again = api.post_with("/accounts/ada/deposits", body.clone(), &key).await;
     assert_eq!(first.0, StatusCode::OK);
     assert_eq!(first, again, "the retry gets the first response");
     assert_eq!(api.balance("ada").await, 500);
@@ -224,10 +174,7 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
         assert_eq!(response, &responses[0]);
     }
     assert_eq!(responses[0].0, StatusCode::CREATED);
-    assert_eq!(
-        (api.balance("ada").await, api.balance("bob").await),
-        (300, 200)
-    );
+    assert_eq!((api.balance("ada").await, api.balance("bob").await), (300, 200));
     assert_eq!(ledger.transfers().await.unwrap().len(), 1);
 
     // The same key for another request is refused.
@@ -238,22 +185,30 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
             &[("idempotency-key", "deposit-0001")],
         )
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
 
-    // A refusal is remembered too: the retry does not post once funds arrive.
+    // A refusal writes nothing and is not kept: the retry runs anew, and succeeds once the
+    // funds are there (the same request under the same key), exactly once.
     let key = [("idempotency-key", "withdraw-big")];
     let big = json!({ "amount": 1_000, "currency": "EUR" });
-    let (status, _) = api
-        .post_with("/accounts/ada/withdrawals", big.clone(), &key)
-        .await;
+    let (status, _) = api.post_with("/accounts/ada/withdrawals", big.clone(), &key).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     api.deposit("ada", 5_000, "EUR").await;
-    let (status, _) = api.post_with("/accounts/ada/withdrawals", big, &key).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(api.balance("ada").await, 5_300);
+    let first = api.post_with("/accounts/ada/withdrawals", big.clone(), &key).await;
+    assert_eq!(first.0, StatusCode::OK, "{first:?}");
+    let again = api.post_with("/accounts/ada/withdrawals", big, &key).await;
+    assert_eq!(first, again);
+    assert_eq!(api.balance("ada").await, 4_300);
+    // The same key from another user is another request.
+    let (status, body) = api
+        .as_user("mallory")
+        .post_with("/accounts/ada/deposits", json!({ "amount": 500, "currency": "EUR" }), &[("idempotency-key", "deposit-0001")])
+        .await;
+    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
+    // A key that is too long is refused.
+    let long = "k".repeat(201);
+    let (status, body) = api.post_with("/accounts/ada/deposits", json!({ "amount": 1, "currency": "EUR" }), &[("idempotency-key", &long)]).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_header"));
 }
 
 /// A store whose appends conflict while `contested` is set, as if another writer always won.
@@ -263,7 +218,7 @@ struct ContestedStore {
     contested: Arc<AtomicBool>,
 }
 
-impl EventStore for ContestedStore {
+impl StreamStore for ContestedStore {
     async fn append(
         &self,
         stream: &StreamId,
@@ -273,11 +228,7 @@ impl EventStore for ContestedStore {
         if self.contested.load(Ordering::SeqCst) {
             let actual = self.inner.stream_version(stream).await?;
             // Reading the stream finds nothing new, but the append still loses every time.
-            return Err(Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
+            return Err(Error::Conflict { stream: stream.clone(), expected, actual });
         }
         self.inner.append(stream, expected, events).await
     }
@@ -291,41 +242,60 @@ impl EventStore for ContestedStore {
     async fn stream_version(&self, s: &StreamId) -> Result<u64, Error> {
         self.inner.stream_version(s).await
     }
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, Error> {
-        self.inner.read_all(after, limit).await
+    async fn read_event(&self, id: uuid::Uuid) -> Result<Option<RecordedEvent>, Error> {
+        self.inner.read_event(id).await
     }
-    async fn head_position(&self) -> Result<u64, Error> {
-        self.inner.head_position().await
-    }
+}
+
+impl SnapshotStore for ContestedStore {
     async fn load_snapshot(&self, s: &StreamId) -> Result<Option<Snapshot>, Error> {
         self.inner.load_snapshot(s).await
     }
     async fn save_snapshot(&self, s: Snapshot) -> Result<(), Error> {
         self.inner.save_snapshot(s).await
     }
+}
+
+impl GlobalLog for ContestedStore {
+    async fn read_log(&self, after: u64, limit: usize, f: &LogFilter) -> Result<LogPage, Error> {
+        self.inner.read_log(after, limit, f).await
+    }
+    async fn head_position(&self) -> Result<u64, Error> {
+        self.inner.head_position().await
+    }
+    fn wakeup(&self) -> Wakeup {
+        self.inner.wakeup()
+    }
+}
+
+impl CheckpointStore for ContestedStore {
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, Error> {
         self.inner.load_checkpoint(name).await
     }
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), Error> {
         self.inner.save_checkpoint(name, position).await
     }
+    async fn park(&self, consumer: &str, parked: &ParkedEvent) -> Result<(), Error> {
+        self.inner.park(consumer, parked).await
+    }
+    async fn parked(&self, consumer: &str) -> Result<Vec<ParkedEvent>, Error> {
+        self.inner.parked(consumer).await
+    }
+    async fn unpark(&self, consumer: &str, position: u64) -> Result<bool, Error> {
+        self.inner.unpark(consumer, position).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_that_survives_the_retries_is_a_409() {
     let contested = Arc::new(AtomicBool::new(false));
-    let store = ContestedStore {
-        inner: MemoryStore::new(),
-        contested: contested.clone(),
-    };
+    let store = ContestedStore { inner: MemoryStore::new(), contested: contested.clone() };
     let (api, _) = start(store).await;
     api.open("ada", "EUR", 0).await;
     contested.store(true, Ordering::SeqCst);
     let key = [("idempotency-key", "contested-1")];
     let body = json!({ "amount": 5, "currency": "EUR" });
-    let (status, response) = api
-        .post_with("/accounts/ada/deposits", body.clone(), &key)
-        .await;
+    let (status, response) = api.post_with("/accounts/ada/deposits", body.clone(), &key).await;
     assert_eq!(
         (status, code(&response)),
         (StatusCode::CONFLICT, "concurrency_conflict"),
@@ -336,4 +306,17 @@ async fn a_conflict_that_survives_the_retries_is_a_409() {
     let (status, response) = api.post_with("/accounts/ada/deposits", body, &key).await;
     assert_eq!(status, StatusCode::OK, "{response}");
     assert_eq!(api.balance("ada").await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_overflowing_deposits_leave_the_service_answering_on_memory() {
+    let (api, ledger) = start(MemoryStore::new()).await;
+    common::overflowing_deposits(&api).await;
+    ledger.check().await.expect("read models consistent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_text_paths_and_times_get_400_on_memory() {
+    let (api, _) = start(MemoryStore::new()).await;
+    common::hostile_input(&api).await;
 }

@@ -1,6 +1,6 @@
 //! The `Account` aggregate: a balance in one currency, with an optional overdraft.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use es_core::prelude::*;
 use uuid::Uuid;
@@ -38,10 +38,7 @@ pub struct MoneyDepositedV1 {
 
 impl From<MoneyDepositedV1> for MoneyDeposited {
     fn from(old: MoneyDepositedV1) -> Self {
-        Self {
-            amount: old.amount,
-            reference: String::new(),
-        }
+        Self { amount: old.amount, reference: String::new() }
     }
 }
 
@@ -104,58 +101,59 @@ pub struct TransferSettled {
     pub transfer_id: Uuid,
 }
 
-/// Compensation: the destination refused the money, so it came back.
+/// Compensation at the source: the money sent came back.
 #[event]
 pub struct TransferRefunded {
     /// The transfer.
     pub transfer_id: Uuid,
     /// Minor units returned.
     pub amount: i64,
-    /// Why the credit failed.
+    /// Why.
     pub reason: String,
 }
 
-/// Where an account is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccountStatus {
-    /// Never opened.
-    #[default]
-    NotOpened,
-    /// Open: money moves.
-    Open,
-    /// Frozen: no money moves.
-    Frozen,
-    /// Closed for good.
-    Closed,
+/// Compensation at the destination: a credit that must not stand (its transfer failed, or its
+/// source was never debited) was taken back.
+#[event]
+pub struct TransferReversed {
+    /// The transfer.
+    pub transfer_id: Uuid,
+    /// Minor units taken back.
+    pub amount: i64,
+    /// Why.
+    pub reason: String,
 }
 
-impl AccountStatus {
-    /// A lowercase name for reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountStatus::NotOpened => "not_opened",
-            AccountStatus::Open => "open",
-            AccountStatus::Frozen => "frozen",
-            AccountStatus::Closed => "closed",
-        }
+named! {
+    /// Where an account is in its life.
+    pub enum AccountStatus {
+        /// Never opened.
+        NotOpened = "not_opened",
+        /// Open: money moves.
+        Open = "open",
+        /// Frozen: no money moves.
+        Frozen = "frozen",
+        /// Closed for good.
+        Closed = "closed",
     }
 }
 
-/// An outgoing transfer this account debited, and what became of it.
+/// A transfer leg this account took part in, and what became of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Outgoing {
+enum Leg {
     InFlight(i64),
     Settled,
     Refunded,
+    Received(i64),
+    Reversed,
 }
 
 /// A bank account: one currency, a balance in minor units, an optional overdraft.
 ///
 /// The transfer legs it took part in are remembered by transfer id, which makes the
-/// process manager's commands idempotent: sending, receiving, settling or refunding the same
-/// transfer twice decides nothing the second time.
+/// process manager's commands idempotent: sending, receiving, settling, refunding or
+/// reversing the same transfer twice decides nothing the second time.
 #[derive(Aggregate, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[aggregate(
     name = "Account",
@@ -169,9 +167,11 @@ enum Outgoing {
         TransferSent,
         TransferReceived,
         TransferSettled,
-        TransferRefunded
+        TransferRefunded,
+        TransferReversed
     ),
-    snapshot_every = 50
+    snapshot_every = 50,
+    state_version = 2
 )]
 pub struct Account {
     status: AccountStatus,
@@ -179,76 +179,40 @@ pub struct Account {
     currency: Option<Currency>,
     balance: i64,
     overdraft_limit: i64,
-    outgoing: BTreeMap<Uuid, Outgoing>,
-    received: BTreeSet<Uuid>,
+    outgoing: BTreeMap<Uuid, Leg>,
+    incoming: BTreeMap<Uuid, Leg>,
 }
 
-impl Apply<AccountOpened> for Account {
-    fn apply(&mut self, e: &AccountOpened) {
-        self.status = AccountStatus::Open;
-        self.owner.clone_from(&e.owner);
-        self.currency = Some(e.currency.clone());
-        self.overdraft_limit = e.overdraft_limit;
+apply!(Account {
+    AccountOpened(s, e) => {
+        s.status = AccountStatus::Open;
+        s.owner.clone_from(&e.owner);
+        s.currency = Some(e.currency.clone());
+        s.overdraft_limit = e.overdraft_limit;
     }
-}
-
-impl Apply<MoneyDeposited> for Account {
-    fn apply(&mut self, e: &MoneyDeposited) {
-        self.balance = self.balance.saturating_add(e.amount);
+    MoneyDeposited(s, e) => s.balance = s.balance.saturating_add(e.amount),
+    MoneyWithdrawn(s, e) => s.balance = s.balance.saturating_sub(e.amount),
+    AccountFrozen(s, _) => s.status = AccountStatus::Frozen,
+    AccountUnfrozen(s, _) => s.status = AccountStatus::Open,
+    AccountClosed(s, _) => s.status = AccountStatus::Closed,
+    TransferSent(s, e) => {
+        s.balance = s.balance.saturating_sub(e.amount);
+        s.outgoing.insert(e.transfer_id, Leg::InFlight(e.amount));
     }
-}
-
-impl Apply<MoneyWithdrawn> for Account {
-    fn apply(&mut self, e: &MoneyWithdrawn) {
-        self.balance = self.balance.saturating_sub(e.amount);
+    TransferReceived(s, e) => {
+        s.balance = s.balance.saturating_add(e.amount);
+        s.incoming.insert(e.transfer_id, Leg::Received(e.amount));
     }
-}
-
-impl Apply<AccountFrozen> for Account {
-    fn apply(&mut self, _: &AccountFrozen) {
-        self.status = AccountStatus::Frozen;
+    TransferSettled(s, e) => s.outgoing.insert(e.transfer_id, Leg::Settled),
+    TransferRefunded(s, e) => {
+        s.balance = s.balance.saturating_add(e.amount);
+        s.outgoing.insert(e.transfer_id, Leg::Refunded);
     }
-}
-
-impl Apply<AccountUnfrozen> for Account {
-    fn apply(&mut self, _: &AccountUnfrozen) {
-        self.status = AccountStatus::Open;
+    TransferReversed(s, e) => {
+        s.balance = s.balance.saturating_sub(e.amount);
+        s.incoming.insert(e.transfer_id, Leg::Reversed);
     }
-}
-
-impl Apply<AccountClosed> for Account {
-    fn apply(&mut self, _: &AccountClosed) {
-        self.status = AccountStatus::Closed;
-    }
-}
-
-impl Apply<TransferSent> for Account {
-    fn apply(&mut self, e: &TransferSent) {
-        self.balance = self.balance.saturating_sub(e.amount);
-        self.outgoing
-            .insert(e.transfer_id, Outgoing::InFlight(e.amount));
-    }
-}
-
-impl Apply<TransferReceived> for Account {
-    fn apply(&mut self, e: &TransferReceived) {
-        self.balance = self.balance.saturating_add(e.amount);
-        self.received.insert(e.transfer_id);
-    }
-}
-
-impl Apply<TransferSettled> for Account {
-    fn apply(&mut self, e: &TransferSettled) {
-        self.outgoing.insert(e.transfer_id, Outgoing::Settled);
-    }
-}
-
-impl Apply<TransferRefunded> for Account {
-    fn apply(&mut self, e: &TransferRefunded) {
-        self.balance = self.balance.saturating_add(e.amount);
-        self.outgoing.insert(e.transfer_id, Outgoing::Refunded);
-    }
-}
+});
 
 impl Account {
     /// The status.
@@ -278,10 +242,13 @@ impl Account {
 
     /// Outgoing transfers debited but neither settled nor refunded.
     pub fn in_flight(&self) -> usize {
-        self.outgoing
-            .values()
-            .filter(|o| matches!(o, Outgoing::InFlight(_)))
-            .count()
+        self.outgoing.values().filter(|o| matches!(o, Leg::InFlight(_))).count()
+    }
+
+    /// Whether the outgoing transfer `transfer_id` was debited and is neither settled nor
+    /// refunded.
+    pub fn is_in_flight(&self, transfer_id: Uuid) -> bool {
+        matches!(self.outgoing.get(&transfer_id), Some(Leg::InFlight(_)))
     }
 
     /// Opens the account.
@@ -295,53 +262,38 @@ impl Account {
             return Err(LedgerError::AccountAlreadyExists);
         }
         let owner = owner.trim();
-        if owner.is_empty() || owner.chars().count() > 200 {
+        check_text("owner", owner, 200)?;
+        if owner.is_empty() {
             return Err(LedgerError::InvalidOwner);
         }
         if overdraft_limit < 0 {
             return Err(LedgerError::NegativeOverdraftLimit(overdraft_limit));
         }
-        Ok(AccountOpened {
-            owner: owner.to_owned(),
-            currency,
-            overdraft_limit,
-        })
+        Ok(AccountOpened { owner: owner.to_owned(), currency, overdraft_limit })
     }
 
     /// Pays money in.
     pub fn deposit(&self, amount: &Money, reference: &str) -> Result<MoneyDeposited, LedgerError> {
-        self.check_movement(amount)?;
         check_text("reference", reference, 200)?;
-        self.balance
-            .checked_add(amount.minor)
-            .ok_or(LedgerError::Overflow)?;
-        Ok(MoneyDeposited {
-            amount: amount.minor,
-            reference: reference.to_owned(),
-        })
+        self.check_movement(amount)?;
+        self.check_headroom(amount)?;
+        Ok(MoneyDeposited { amount: amount.minor, reference: reference.to_owned() })
     }
 
     /// Pays money out, down to minus the overdraft limit.
     pub fn withdraw(&self, amount: &Money, reference: &str) -> Result<MoneyWithdrawn, LedgerError> {
-        self.check_movement(amount)?;
         check_text("reference", reference, 200)?;
+        self.check_movement(amount)?;
         self.check_funds(amount)?;
-        Ok(MoneyWithdrawn {
-            amount: amount.minor,
-            reference: reference.to_owned(),
-        })
+        Ok(MoneyWithdrawn { amount: amount.minor, reference: reference.to_owned() })
     }
 
     /// Freezes the account.
     pub fn freeze(&self, reason: &str) -> Result<AccountFrozen, LedgerError> {
         check_text("reason", reason, 200)?;
         match self.status {
-            AccountStatus::Open => Ok(AccountFrozen {
-                reason: reason.to_owned(),
-            }),
-            AccountStatus::Frozen => Err(LedgerError::AccountFrozen),
-            AccountStatus::NotOpened => Err(LedgerError::AccountNotFound),
-            AccountStatus::Closed => Err(LedgerError::AccountClosed),
+            AccountStatus::Open => Ok(AccountFrozen { reason: reason.to_owned() }),
+            _ => Err(self.not_open()),
         }
     }
 
@@ -349,12 +301,9 @@ impl Account {
     pub fn unfreeze(&self, reason: &str) -> Result<AccountUnfrozen, LedgerError> {
         check_text("reason", reason, 200)?;
         match self.status {
-            AccountStatus::Frozen => Ok(AccountUnfrozen {
-                reason: reason.to_owned(),
-            }),
+            AccountStatus::Frozen => Ok(AccountUnfrozen { reason: reason.to_owned() }),
             AccountStatus::Open => Err(LedgerError::AccountNotFrozen),
-            AccountStatus::NotOpened => Err(LedgerError::AccountNotFound),
-            AccountStatus::Closed => Err(LedgerError::AccountClosed),
+            _ => Err(self.not_open()),
         }
     }
 
@@ -365,13 +314,10 @@ impl Account {
         if self.balance != 0 {
             return Err(LedgerError::NonZeroBalance(self.money(self.balance)));
         }
-        let in_flight = self.in_flight();
-        if in_flight > 0 {
-            return Err(LedgerError::TransfersInFlight(in_flight));
+        match self.in_flight() {
+            0 => Ok(AccountClosed { reason: reason.to_owned() }),
+            n => Err(LedgerError::TransfersInFlight(n)),
         }
-        Ok(AccountClosed {
-            reason: reason.to_owned(),
-        })
     }
 
     /// Debits the source of a transfer. Idempotent: a transfer already sent decides nothing.
@@ -386,11 +332,8 @@ impl Account {
         }
         self.check_movement(amount)?;
         self.check_funds(amount)?;
-        Ok(Some(TransferSent {
-            transfer_id,
-            to_account: to_account.to_owned(),
-            amount: amount.minor,
-        }))
+        let to_account = to_account.to_owned();
+        Ok(Some(TransferSent { transfer_id, to_account, amount: amount.minor }))
     }
 
     /// Credits the destination of a transfer. Idempotent: a transfer already received
@@ -401,18 +344,13 @@ impl Account {
         from_account: &str,
         amount: &Money,
     ) -> Result<Option<TransferReceived>, LedgerError> {
-        if self.received.contains(&transfer_id) {
+        if self.incoming.contains_key(&transfer_id) {
             return Ok(None);
         }
         self.check_movement(amount)?;
-        self.balance
-            .checked_add(amount.minor)
-            .ok_or(LedgerError::Overflow)?;
-        Ok(Some(TransferReceived {
-            transfer_id,
-            from_account: from_account.to_owned(),
-            amount: amount.minor,
-        }))
+        self.check_headroom(amount)?;
+        let from_account = from_account.to_owned();
+        Ok(Some(TransferReceived { transfer_id, from_account, amount: amount.minor }))
     }
 
     /// Marks an outgoing transfer as arrived. Idempotent.
@@ -421,40 +359,60 @@ impl Account {
         transfer_id: Uuid,
     ) -> Result<Option<TransferSettled>, LedgerError> {
         match self.outgoing.get(&transfer_id) {
-            Some(Outgoing::InFlight(_)) => Ok(Some(TransferSettled { transfer_id })),
-            Some(Outgoing::Settled) => Ok(None),
-            Some(Outgoing::Refunded) | None => {
-                Err(LedgerError::UnknownOutgoingTransfer(transfer_id))
-            }
+            Some(Leg::InFlight(_)) => Ok(Some(TransferSettled { transfer_id })),
+            Some(Leg::Settled) => Ok(None),
+            _ => Err(LedgerError::UnknownOutgoingTransfer(transfer_id)),
         }
     }
 
-    /// Compensates a transfer whose credit failed: the money comes back. Accepted whatever the
-    /// account's status (a compensation records money that is ours), and idempotent.
+    /// Compensates an outgoing transfer that did not arrive: the money comes back. Accepted
+    /// whatever the account's status (a compensation records money that is ours; it cannot
+    /// overflow, since credits leave room for the money in flight), and idempotent.
     pub fn refund_transfer(
         &self,
         transfer_id: Uuid,
         reason: &str,
     ) -> Result<Option<TransferRefunded>, LedgerError> {
         match self.outgoing.get(&transfer_id) {
-            Some(Outgoing::InFlight(amount)) => Ok(Some(TransferRefunded {
-                transfer_id,
-                amount: *amount,
-                reason: reason.to_owned(),
-            })),
-            Some(Outgoing::Refunded) => Ok(None),
-            Some(Outgoing::Settled) | None => {
-                Err(LedgerError::UnknownOutgoingTransfer(transfer_id))
+            Some(Leg::InFlight(amount)) => {
+                let (amount, reason) = (*amount, reason.to_owned());
+                Ok(Some(TransferRefunded { transfer_id, amount, reason }))
             }
+            Some(Leg::Refunded) => Ok(None),
+            _ => Err(LedgerError::UnknownOutgoingTransfer(transfer_id)),
+        }
+    }
+
+    /// Takes back a credit that must not stand. Accepted whatever the account's status and
+    /// overdraft (the money was never ours), refused only below `i64::MIN`; idempotent.
+    pub fn reverse_transfer(
+        &self,
+        transfer_id: Uuid,
+        reason: &str,
+    ) -> Result<Option<TransferReversed>, LedgerError> {
+        match self.incoming.get(&transfer_id) {
+            Some(Leg::Received(amount)) => {
+                self.balance.checked_sub(*amount).ok_or(LedgerError::Overflow)?;
+                let (amount, reason) = (*amount, reason.to_owned());
+                Ok(Some(TransferReversed { transfer_id, amount, reason }))
+            }
+            Some(Leg::Reversed) => Ok(None),
+            _ => Err(LedgerError::UnknownIncomingTransfer(transfer_id)),
+        }
+    }
+
+    fn not_open(&self) -> LedgerError {
+        match self.status {
+            AccountStatus::NotOpened => LedgerError::AccountNotFound,
+            AccountStatus::Frozen => LedgerError::AccountFrozen,
+            _ => LedgerError::AccountClosed,
         }
     }
 
     fn check_open(&self) -> Result<(), LedgerError> {
         match self.status {
             AccountStatus::Open => Ok(()),
-            AccountStatus::NotOpened => Err(LedgerError::AccountNotFound),
-            AccountStatus::Frozen => Err(LedgerError::AccountFrozen),
-            AccountStatus::Closed => Err(LedgerError::AccountClosed),
+            _ => Err(self.not_open()),
         }
     }
 
@@ -474,26 +432,30 @@ impl Account {
         }
     }
 
+    /// A credit must leave the balance plus the money in flight within `i64::MAX`.
+    fn check_headroom(&self, amount: &Money) -> Result<(), LedgerError> {
+        let in_flight: i128 = self
+            .outgoing
+            .values()
+            .map(|leg| if let Leg::InFlight(a) = leg { i128::from(*a) } else { 0 })
+            .sum();
+        let after = i128::from(self.balance) + in_flight + i128::from(amount.minor);
+        if after > i128::from(i64::MAX) { Err(LedgerError::Overflow) } else { Ok(()) }
+    }
+
     fn check_funds(&self, requested: &Money) -> Result<(), LedgerError> {
-        let available = self
-            .balance
-            .checked_add(self.overdraft_limit)
-            .ok_or(LedgerError::Overflow)?;
-        if requested.minor > available {
-            return Err(LedgerError::InsufficientFunds {
-                available: self.money(available),
-                requested: requested.clone(),
-            });
+        let available = i128::from(self.balance) + i128::from(self.overdraft_limit);
+        if i128::from(requested.minor) > available {
+            let available = i64::try_from(available).unwrap_or(i64::MAX);
+            let (available, requested) = (self.money(available), requested.clone());
+            return Err(LedgerError::InsufficientFunds { available, requested });
         }
         Ok(())
     }
 
     /// `minor` units of this account's currency (only called once it is open).
     fn money(&self, minor: i64) -> Money {
-        match &self.currency {
-            Some(currency) => Money::new(minor, currency.clone()),
-            None => Money::new(minor, Currency::unknown()),
-        }
+        Money::new(minor, self.currency.clone().unwrap_or_else(Currency::unknown))
     }
 }
 
@@ -533,18 +495,9 @@ impl AccountEvent {
             AccountEvent::TransferRefunded(e) => {
                 format!("refund of {} ({})", money(e.amount), e.reason)
             }
-        }
-    }
-
-    /// The change to the balance, in minor units.
-    pub fn balance_change(&self) -> i64 {
-        match self {
-            AccountEvent::MoneyDeposited(e) => e.amount,
-            AccountEvent::MoneyWithdrawn(e) => e.amount.saturating_neg(),
-            AccountEvent::TransferSent(e) => e.amount.saturating_neg(),
-            AccountEvent::TransferReceived(e) => e.amount,
-            AccountEvent::TransferRefunded(e) => e.amount,
-            _ => 0,
+            AccountEvent::TransferReversed(e) => {
+                format!("reversal of {} ({})", money(e.amount), e.reason)
+            }
         }
     }
 }

@@ -1,8 +1,6 @@
 //! The `Transfer` aggregate: the state of one transfer process, the single source of truth for
 //! which step comes next.
 
-use std::fmt;
-
 use es_core::prelude::*;
 
 use super::{Currency, LedgerError, Money, check_text, validate_account_id};
@@ -33,7 +31,7 @@ pub struct TransferRejected {
 #[event]
 pub struct TransferDebited {}
 
-/// The destination account was credited. Final.
+/// The destination account was credited. Final unless the source turns out never debited.
 #[event]
 pub struct TransferCompleted {}
 
@@ -44,67 +42,43 @@ pub struct TransferCreditFailed {
     pub reason: String,
 }
 
-/// The source account was refunded after a failed credit. Final.
+/// The transfer was undone: the source refunded after a failed credit, or the credit
+/// reversed when the source was never debited. Final.
 #[event]
 pub struct TransferCompensated {}
 
-/// Where a transfer is.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum TransferStatus {
-    /// Never requested.
-    #[default]
-    None,
-    /// Requested: the source is to be debited.
-    Requested,
-    /// Debit refused. Final.
-    Rejected,
-    /// Source debited: the destination is to be credited.
-    Debited,
-    /// Destination credited. Final.
-    Completed,
-    /// Credit refused: the source is to be refunded.
-    CreditFailed,
-    /// Source refunded. Final.
-    Compensated,
+named! {
+    /// Where a transfer is.
+    pub enum TransferStatus {
+        /// Never requested.
+        None = "none",
+        /// Requested: the source is to be debited.
+        Requested = "requested",
+        /// Debit refused. Final.
+        Rejected = "rejected",
+        /// Source debited: the destination is to be credited.
+        Debited = "debited",
+        /// Destination credited. Final once the source is settled.
+        Completed = "completed",
+        /// Credit refused: the source is to be refunded.
+        CreditFailed = "credit_failed",
+        /// Undone. Final.
+        Compensated = "compensated",
+    }
 }
 
 impl TransferStatus {
-    /// A lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransferStatus::None => "none",
-            TransferStatus::Requested => "requested",
-            TransferStatus::Rejected => "rejected",
-            TransferStatus::Debited => "debited",
-            TransferStatus::Completed => "completed",
-            TransferStatus::CreditFailed => "credit_failed",
-            TransferStatus::Compensated => "compensated",
-        }
-    }
-
-    /// Whether no further step will happen.
+    /// Whether the transfer's outcome is known: rejected, completed or compensated.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TransferStatus::Rejected | TransferStatus::Completed | TransferStatus::Compensated
-        )
-    }
-}
-
-impl fmt::Display for TransferStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        matches!(self, Self::Rejected | Self::Completed | Self::Compensated)
     }
 }
 
 /// One transfer between two accounts, as a state machine:
 ///
 /// ```text
-/// Requested ──debit ok──▶ Debited ──credit ok──▶ Completed
-///     │                      │
+/// Requested ──debit ok──▶ Debited ──credit ok──▶ Completed ──source never debited──┐
+///     │                      │                                                     ▼
 ///     └─debit refused─▶ Rejected    └─credit refused─▶ CreditFailed ──refund──▶ Compensated
 /// ```
 ///
@@ -132,48 +106,23 @@ pub struct Transfer {
     reason: Option<String>,
 }
 
-impl Apply<TransferRequested> for Transfer {
-    fn apply(&mut self, e: &TransferRequested) {
-        self.status = TransferStatus::Requested;
-        self.from_account.clone_from(&e.from_account);
-        self.to_account.clone_from(&e.to_account);
-        self.amount = e.amount;
-        self.currency = Some(e.currency.clone());
-        self.reference.clone_from(&e.reference);
+apply!(Transfer {
+    TransferRequested(s, e) => {
+        s.status = TransferStatus::Requested;
+        s.from_account.clone_from(&e.from_account);
+        s.to_account.clone_from(&e.to_account);
+        s.amount = e.amount;
+        s.currency = Some(e.currency.clone());
+        s.reference.clone_from(&e.reference);
     }
-}
-
-impl Apply<TransferRejected> for Transfer {
-    fn apply(&mut self, e: &TransferRejected) {
-        self.status = TransferStatus::Rejected;
-        self.reason = Some(e.reason.clone());
+    TransferRejected(s, e) => (s.status, s.reason) = (TransferStatus::Rejected, Some(e.reason.clone())),
+    TransferDebited(s, _) => s.status = TransferStatus::Debited,
+    TransferCompleted(s, _) => s.status = TransferStatus::Completed,
+    TransferCreditFailed(s, e) => {
+        (s.status, s.reason) = (TransferStatus::CreditFailed, Some(e.reason.clone()));
     }
-}
-
-impl Apply<TransferDebited> for Transfer {
-    fn apply(&mut self, _: &TransferDebited) {
-        self.status = TransferStatus::Debited;
-    }
-}
-
-impl Apply<TransferCompleted> for Transfer {
-    fn apply(&mut self, _: &TransferCompleted) {
-        self.status = TransferStatus::Completed;
-    }
-}
-
-impl Apply<TransferCreditFailed> for Transfer {
-    fn apply(&mut self, e: &TransferCreditFailed) {
-        self.status = TransferStatus::CreditFailed;
-        self.reason = Some(e.reason.clone());
-    }
-}
-
-impl Apply<TransferCompensated> for Transfer {
-    fn apply(&mut self, _: &TransferCompensated) {
-        self.status = TransferStatus::Compensated;
-    }
-}
+    TransferCompensated(s, _) => s.status = TransferStatus::Compensated,
+});
 
 impl Transfer {
     /// The status.
@@ -193,9 +142,7 @@ impl Transfer {
 
     /// The amount, once requested.
     pub fn amount(&self) -> Option<Money> {
-        self.currency
-            .clone()
-            .map(|currency| Money::new(self.amount, currency))
+        self.currency.clone().map(|currency| Money::new(self.amount, currency))
     }
 
     /// The reference.
@@ -239,81 +186,69 @@ impl Transfer {
 
     /// Records that the source refused the debit.
     pub fn reject(&self, reason: &str) -> Result<Option<TransferRejected>, LedgerError> {
-        self.step(
-            TransferStatus::Requested,
-            TransferStatus::Rejected,
-            "reject",
-        )
-        .map(|go| {
-            go.then(|| TransferRejected {
-                reason: reason.to_owned(),
-            })
-        })
+        let event = || TransferRejected { reason: reason.to_owned() };
+        self.step(&[TransferStatus::Requested], TransferStatus::Rejected, "reject", event)
     }
 
     /// Records that the source was debited.
     pub fn mark_debited(&self) -> Result<Option<TransferDebited>, LedgerError> {
-        self.step(
-            TransferStatus::Requested,
-            TransferStatus::Debited,
-            "mark debited",
-        )
-        .map(|go| go.then_some(TransferDebited {}))
+        let event = || TransferDebited {};
+        self.step(&[TransferStatus::Requested], TransferStatus::Debited, "mark debited", event)
     }
 
     /// Records that the destination was credited.
     pub fn complete(&self) -> Result<Option<TransferCompleted>, LedgerError> {
-        self.step(
-            TransferStatus::Debited,
-            TransferStatus::Completed,
-            "complete",
-        )
-        .map(|go| go.then_some(TransferCompleted {}))
+        let event = || TransferCompleted {};
+        self.step(&[TransferStatus::Debited], TransferStatus::Completed, "complete", event)
     }
 
     /// Records that the destination refused the credit.
     pub fn credit_failed(&self, reason: &str) -> Result<Option<TransferCreditFailed>, LedgerError> {
-        self.step(
-            TransferStatus::Debited,
-            TransferStatus::CreditFailed,
-            "record a failed credit",
-        )
-        .map(|go| {
-            go.then(|| TransferCreditFailed {
-                reason: reason.to_owned(),
-            })
-        })
+        let event = || TransferCreditFailed { reason: reason.to_owned() };
+        let (from, to) = ([TransferStatus::Debited], TransferStatus::CreditFailed);
+        self.step(&from, to, "record a failed credit", event)
     }
 
-    /// Records that the source was refunded.
+    /// Records that the transfer was undone: after a failed credit (the source refunded), or
+    /// after completion when the source turned out never debited (the credit reversed).
     pub fn compensate(&self) -> Result<Option<TransferCompensated>, LedgerError> {
-        self.step(
-            TransferStatus::CreditFailed,
-            TransferStatus::Compensated,
-            "compensate",
-        )
-        .map(|go| go.then_some(TransferCompensated {}))
+        let from = [TransferStatus::CreditFailed, TransferStatus::Completed];
+        self.step(&from, TransferStatus::Compensated, "compensate", || TransferCompensated {})
     }
 
-    /// `Ok(true)` when the transfer is at `from`, `Ok(false)` when it already reached `to`
+    /// The event when the transfer is at one of `from`, nothing when it already reached `to`
     /// (an idempotent repeat), an error otherwise.
-    fn step(
+    fn step<E>(
         &self,
-        from: TransferStatus,
+        from: &[TransferStatus],
         to: TransferStatus,
         step: &'static str,
-    ) -> Result<bool, LedgerError> {
-        if self.status == from {
-            Ok(true)
-        } else if self.status == to {
-            Ok(false)
-        } else if self.status == TransferStatus::None {
-            Err(LedgerError::TransferNotFound)
-        } else {
-            Err(LedgerError::InvalidTransferStep {
-                status: self.status,
-                step,
-            })
+        event: impl FnOnce() -> E,
+    ) -> Result<Option<E>, LedgerError> {
+        match self.status {
+            status if from.contains(&status) => Ok(Some(event())),
+            status if status == to => Ok(None),
+            TransferStatus::None => Err(LedgerError::TransferNotFound),
+            status => Err(LedgerError::InvalidTransferStep { status, step }),
+        }
+    }
+}
+
+impl TransferEvent {
+    /// A one-line description for audit trails.
+    pub fn describe(&self) -> String {
+        match self {
+            TransferEvent::TransferRequested(e) => format!(
+                "transfer of {} from {} to {} requested",
+                Money::new(e.amount, e.currency.clone()),
+                e.from_account,
+                e.to_account
+            ),
+            TransferEvent::TransferRejected(e) => format!("transfer rejected: {}", e.reason),
+            TransferEvent::TransferDebited(_) => "source debited".to_owned(),
+            TransferEvent::TransferCompleted(_) => "destination credited: completed".to_owned(),
+            TransferEvent::TransferCreditFailed(e) => format!("credit failed: {}", e.reason),
+            TransferEvent::TransferCompensated(_) => "undone: compensated".to_owned(),
         }
     }
 }

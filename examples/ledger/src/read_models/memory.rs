@@ -1,0 +1,172 @@
+//! The read models in this process's memory: rebuilt from the log at every start by an es-core
+//! [`Consumer`] with in-process checkpoints ([`LocalCheckpoints`], nothing written to the
+//! store), then kept live on its own task. Queries read a shared value and wait for
+//! positions on the consumer's status; they never lock the consumer.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use es_core::{
+    AtLeastOnce, BatchError, BoxError, Consumer, ConsumerHandle, Envelope, Error, EventHandler,
+    GlobalLog, LocalCheckpoints, Progress, Status,
+};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{AccountRow, CurrencyTotals, OnProgress, ReadModels, ReadSide, StatementLine};
+use crate::domain::Currency;
+use crate::effects::{LedgerEvent, TransferRow, effect};
+
+/// The name of the in-memory read models' consumer.
+pub const VIEWS: &str = "ledger-views";
+
+type Shared = Arc<RwLock<ReadModels>>;
+
+/// The [`EventHandler`] that applies each event's effect to a shared [`ReadModels`].
+#[derive(Debug, Clone, Default)]
+pub struct ViewHandler {
+    models: Shared,
+}
+
+impl ViewHandler {
+    /// The read models it keeps, as of now.
+    pub fn models(&self) -> ReadModels {
+        self.models.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl EventHandler for ViewHandler {
+    type Event = LedgerEvent;
+
+    async fn handle(&mut self, _: &mut (), event: &Envelope<LedgerEvent>) -> Result<(), BoxError> {
+        let effect = effect(event)?;
+        Ok(self.models.write().unwrap_or_else(PoisonError::into_inner).apply(effect)?)
+    }
+
+    async fn handle_batch(
+        &mut self,
+        _: &mut (),
+        events: &[Envelope<LedgerEvent>],
+    ) -> Result<(), BatchError> {
+        // One write lock per batch; `apply` leaves the models unchanged when it fails.
+        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+        for (index, event) in events.iter().enumerate() {
+            let fail = |error: String| BatchError { index, error: error.into() };
+            models.apply(effect(event).map_err(fail)?).map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    async fn reset(&mut self, _: &mut ()) -> Result<(), BoxError> {
+        *self.models.write().unwrap_or_else(PoisonError::into_inner) = ReadModels::default();
+        Ok(())
+    }
+}
+
+/// A consumer of the read models over `log`, with in-process checkpoints.
+pub fn consumer<L: GlobalLog>(
+    log: L,
+    handler: ViewHandler,
+) -> Consumer<ViewHandler, L, AtLeastOnce<LocalCheckpoints>> {
+    Consumer::new(VIEWS, log, AtLeastOnce::new(LocalCheckpoints::new()), handler)
+}
+
+struct Live {
+    models: Shared,
+    handle: ConsumerHandle,
+}
+
+/// The read models in memory, caught up with the log at start and kept live.
+pub struct MemoryViews<L> {
+    log: L,
+    live: RwLock<Arc<Live>>,
+}
+
+impl<L: GlobalLog + Clone + 'static> MemoryViews<L> {
+    /// Replays the whole log into fresh read models, then follows it on a spawned task.
+    pub async fn open(log: L) -> Result<Self, Error> {
+        let (live, _) = Self::start(log.clone(), &mut |_| {}).await?;
+        Ok(Self { log, live: RwLock::new(Arc::new(live)) })
+    }
+
+    async fn start(log: L, on_progress: OnProgress<'_>) -> Result<(Live, Progress), Error> {
+        let handler = ViewHandler::default();
+        let models = handler.models.clone();
+        let mut consumer = consumer(log, handler);
+        let progress = consumer.rebuild(on_progress).await?;
+        Ok((Live { models, handle: consumer.spawn() }, progress))
+    }
+
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn read<T: Send + 'static>(&self, f: impl FnOnce(&ReadModels) -> T) -> BoxFuture<'_, T> {
+        let live = self.live();
+        let value = f(&live.models.read().unwrap_or_else(PoisonError::into_inner));
+        async move { value }.boxed()
+    }
+}
+
+impl<L: GlobalLog + Clone + 'static> ReadSide for MemoryViews<L> {
+    fn wait_for(&self, position: u64, timeout: Duration) -> BoxFuture<'_, Result<(), Error>> {
+        let live = self.live();
+        async move { live.handle.wait_for(position, timeout).await }.boxed()
+    }
+
+    fn account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AccountRow>, Error>> {
+        self.read(|m| Ok(m.accounts.get(id).cloned()))
+    }
+
+    fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountRow>, Error>> {
+        self.read(|m| Ok(m.accounts.values().cloned().collect()))
+    }
+
+    fn statement<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<StatementLine>>, Error>> {
+        self.read(|m| Ok(m.statements.get(id).cloned()))
+    }
+
+    fn totals(&self) -> BoxFuture<'_, Result<BTreeMap<Currency, CurrencyTotals>, Error>> {
+        self.read(|m| Ok(m.totals.clone()))
+    }
+
+    fn transfers(&self) -> BoxFuture<'_, Result<Vec<TransferRow>, Error>> {
+        self.read(|m| Ok(m.transfers.values().cloned().collect()))
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<ReadModels, Error>> {
+        self.read(|m| Ok(m.clone()))
+    }
+
+    fn rebuild<'a>(
+        &'a self,
+        on_progress: OnProgress<'a>,
+    ) -> BoxFuture<'a, Result<Progress, Error>> {
+        async move {
+            let (live, progress) = Self::start(self.log.clone(), on_progress).await?;
+            *self.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(live);
+            Ok(progress)
+        }
+        .boxed()
+    }
+
+    fn status(&self) -> Status {
+        self.live().handle.status()
+    }
+
+    fn replay_parked(&self) -> BoxFuture<'_, Result<usize, Error>> {
+        let live = self.live();
+        async move {
+            let mut replayed = 0;
+            for parked in live.handle.parked().await? {
+                replayed += usize::from(live.handle.replay_parked(parked.position).await?);
+            }
+            Ok(replayed)
+        }
+        .boxed()
+    }
+}

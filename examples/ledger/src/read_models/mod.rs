@@ -1,0 +1,174 @@
+//! The read models: balances, statements with running balances, totals per currency and
+//! transfers, fed by the global log through the [`effects`](crate::effects) of each event.
+//!
+//! Two implementations of [`ReadSide`] answer the same queries: [`memory::MemoryViews`] in
+//! this process's memory (any store; rebuilt at every start) and
+//! [`tables::TableViews`] in PostgreSQL tables (exactly once, shared by every process on a
+//! schema). The per-currency totals are computed independently of the balances (money paid
+//! in minus money paid out), so [`ReadModels::check`] proves conservation rather than
+//! restating it: the sum of balances plus the money in flight must equal the net inflow.
+
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use es_core::{Error, Progress, Status};
+use futures::future::BoxFuture;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::domain::Currency;
+use crate::effects::Effect;
+pub use crate::effects::{AccountRow, StatementLine, TransferRow};
+
+/// Ledger-wide figures for one currency, in minor units. `i128`: sums over many accounts
+/// can pass 64 bits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CurrencyTotals {
+    /// Deposits minus withdrawals: the money that entered the ledger.
+    pub net_inflow: i128,
+    /// Sum of all balances.
+    pub balances: i128,
+    /// Debited from a source, not yet credited nor refunded.
+    pub in_flight: i128,
+}
+
+impl CurrencyTotals {
+    /// Whether money is conserved: balances plus in-flight equal the net inflow.
+    pub fn balanced(&self) -> bool {
+        self.balances + self.in_flight == self.net_inflow
+    }
+}
+
+/// All read models of the ledger, as one value.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ReadModels {
+    /// Current balances by account id.
+    pub accounts: BTreeMap<String, AccountRow>,
+    /// Statements by account id.
+    pub statements: BTreeMap<String, Vec<StatementLine>>,
+    /// Totals by currency.
+    pub totals: BTreeMap<Currency, CurrencyTotals>,
+    /// Transfers by id.
+    pub transfers: BTreeMap<Uuid, TransferRow>,
+}
+
+impl ReadModels {
+    /// Applies one event's effect, all or nothing: an effect that does not fit (an account
+    /// never opened, a balance beyond 64 bits) changes nothing and is an error.
+    pub fn apply(&mut self, effect: Effect) -> Result<(), String> {
+        match effect {
+            Effect::Open(row) => {
+                self.totals.entry(row.currency.clone()).or_default();
+                self.statements.entry(row.id.clone()).or_default();
+                self.accounts.insert(row.id.clone(), row);
+            }
+            Effect::Account { id, version, status, movement } => {
+                let row = self.accounts.get_mut(&id).ok_or(format!("account {id} never opened"))?;
+                if version <= row.version {
+                    return Ok(()); // seen before
+                }
+                if let Some(m) = movement {
+                    let balance = i64::try_from(i128::from(row.balance) + m.change)
+                        .map_err(|_| format!("account {id}: balance beyond 64 bits"))?;
+                    let line = m.line(version, &row.currency, balance);
+                    let line = line.ok_or(format!("account {id}: amount beyond 64 bits"))?;
+                    let totals = self.totals.entry(row.currency.clone()).or_default();
+                    totals.net_inflow += m.net_inflow;
+                    totals.in_flight += m.in_flight;
+                    totals.balances += m.change;
+                    row.set_balance(balance);
+                    self.statements.entry(id).or_default().push(line);
+                }
+                row.status = status.unwrap_or(row.status);
+                row.version = version;
+            }
+            Effect::Request(row) => {
+                self.transfers.insert(row.id, row);
+            }
+            Effect::Transfer { id, status, reason } => {
+                let row = self.transfers.get_mut(&id).ok_or(format!("transfer {id} unknown"))?;
+                row.status = status;
+                row.reason = reason.or(row.reason.take());
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the invariants: per currency, balances plus in-flight equal the net inflow and
+    /// the balances equal the sum of the rows; each statement's last running balance and the
+    /// sum of its amounts equal the account's balance. Returns every violation found.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let mut sums: BTreeMap<&Currency, i128> = BTreeMap::new();
+        for row in self.accounts.values() {
+            *sums.entry(&row.currency).or_default() += i128::from(row.balance);
+            let lines = self.statements.get(&row.id).map(Vec::as_slice).unwrap_or_default();
+            let last = lines.last().map_or(0, |l| l.balance);
+            let total: i128 = lines.iter().map(|l| i128::from(l.amount)).sum();
+            if last != row.balance || total != i128::from(row.balance) {
+                problems.push(format!(
+                    "{}: balance {} but statement ends at {last} and sums to {total}",
+                    row.id, row.balance
+                ));
+            }
+        }
+        for (currency, t) in &self.totals {
+            let sum = sums.get(currency).copied().unwrap_or(0);
+            if sum != t.balances {
+                problems.push(format!("{currency}: balances {} but rows sum to {sum}", t.balances));
+            }
+            if !t.balanced() {
+                problems.push(format!(
+                    "{currency}: balances {} + in flight {} != net inflow {}",
+                    t.balances, t.in_flight, t.net_inflow
+                ));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+}
+
+/// A progress callback of a rebuild.
+pub type OnProgress<'a> = &'a mut (dyn FnMut(Progress) + Send);
+
+/// Where the read models live, seen by the [`Ledger`](crate::Ledger): queries, waits for
+/// read-your-writes, status and rebuild. Boxed futures keep it object-safe, so the ledger
+/// holds any read side without knowing its database.
+pub trait ReadSide: Send + Sync {
+    /// Waits until the read models include global `position`, or fails after `timeout`.
+    fn wait_for(&self, position: u64, timeout: Duration) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// One account's row.
+    fn account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AccountRow>, Error>>;
+
+    /// Every account's row, by id.
+    fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountRow>, Error>>;
+
+    /// One account's statement; `None` if there is no such account.
+    fn statement<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<StatementLine>>, Error>>;
+
+    /// Totals per currency.
+    fn totals(&self) -> BoxFuture<'_, Result<BTreeMap<Currency, CurrencyTotals>, Error>>;
+
+    /// Every transfer, by id.
+    fn transfers(&self) -> BoxFuture<'_, Result<Vec<TransferRow>, Error>>;
+
+    /// Every read model as one consistent value.
+    fn snapshot(&self) -> BoxFuture<'_, Result<ReadModels, Error>>;
+
+    /// Empties the read models and replays the whole log into them.
+    fn rebuild<'a>(&'a self, on_progress: OnProgress<'a>)
+    -> BoxFuture<'a, Result<Progress, Error>>;
+
+    /// The status of the consumer that feeds them (parked events included).
+    fn status(&self) -> Status;
+
+    /// Replays the events the consumer parked (once their cause is fixed); how many
+    /// succeeded.
+    fn replay_parked(&self) -> BoxFuture<'_, Result<usize, Error>>;
+}
