@@ -263,6 +263,20 @@ async fn a_spawned_consumer_follows_live_and_wait_for_returns_once_applied() {
 }
 
 #[tokio::test]
+async fn a_consumer_resuming_from_a_stored_checkpoint_releases_waiters_at_once() {
+    let store = MemoryStore::new();
+    let position = seed(&store, "a", &[5]).await;
+    store.save_checkpoint("balances", position).await.unwrap();
+    let handle = balances(&store, Balances::default()).spawn();
+    handle
+        .wait_for(position, Duration::from_secs(10))
+        .await
+        .expect("nothing to handle: the stored checkpoint is reached");
+    assert_eq!(handle.status().checkpoint, position);
+    handle.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
 async fn a_stopped_consumer_fails_waiters_instead_of_hanging() {
     let store = MemoryStore::new();
     let position = seed(&store, "a", &[66]).await;
