@@ -480,7 +480,8 @@ where
         // Everything up to the stored checkpoint is handled, though maybe not by this runner
         // (a restart, or another runner sharing it): waiters for those positions may go.
         if checkpoint > self.status.borrow().checkpoint {
-            self.status.send_modify(|s| s.checkpoint = s.checkpoint.max(checkpoint));
+            self.status
+                .send_modify(|s| s.checkpoint = s.checkpoint.max(checkpoint));
         }
         let page = match self.log.read_log(checkpoint, self.batch_size, filter).await {
             Ok(page) => page,
