@@ -1,16 +1,36 @@
 //! One run, one PostgreSQL, three implementations of the same bank-account workload:
-//! (a) our `PostgresStore` through `Repository`, (b) hand-written sqlx on the same table shape,
-//! (c) postgres-es 0.5 with cqrs-es 0.5. Prints a markdown table of throughput and ratios.
+//! (a) our `PostgresStore` through `Repository` and the consumer runtime, (b) hand-written sqlx
+//! doing the same work on a table of exactly our shape and size, (c) postgres-es 0.5 with
+//! cqrs-es 0.5. Prints a markdown table of throughput and ratios, and writes the same cells as
+//! JSON lines (one per cell, with its ratios) for scripts.
 //!
 //! ```text
 //! CARGO_TARGET_DIR=target-compare cargo run --release --manifest-path bench/compare/Cargo.toml
 //! ```
 //!
-//! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) is the admin
-//! connection; the benchmark drops and recreates the database `es_bench` on that server.
-//! `BENCH_SECONDS` (default 3) is the measured time of each throughput cell.
+//! - `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) is the admin
+//!   connection; the benchmark drops and recreates the database `es_bench` on that server.
+//! - `BENCH_SECONDS` (default 3) is the measured time of each throughput cell, after a 0.5 s
+//!   warm-up.
+//! - `BENCH_ROUNDS` (default 3) is how many rounds are taken; within a round the
+//!   implementations take turns in an order that rotates from round to round.
+//! - `BENCH_JSONL` (default `bench/compare/results.jsonl`) is where the JSON lines go.
+//! - `BENCH_ONLY` (for example `commands,appends`) runs a subset of `commands`, `appends`,
+//!   `loads` and `rebuild`.
+//!
+//! What makes the baselines fair:
+//! - the hand-written table is created `LIKE` ours (columns, defaults, constraints and
+//!   indexes) and topped up with filler rows to our row count before every cell;
+//! - loads read the same columns ours reads (version, name, schema version, payload), and the
+//!   hand-written snapshot load is one statement, as ours is;
+//! - a cached command is compared with a hand-written cached command (state kept in memory,
+//!   one INSERT at the known version, no read); an uncached one with SELECT + fold + INSERT;
+//! - a rebuild is compared with hand-written reads of the same rows in global order (keyset
+//!   pages of the same size, the same columns, the same aggregate-type filter) and with a raw
+//!   `COPY ... TO`; postgres-es's replay reads per-stream order and is listed for scale only.
 
 mod domain;
+mod report;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -21,8 +41,8 @@ use std::time::{Duration, Instant};
 use cqrs_es::EventStore as _;
 use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore, SerializedEvent};
 use es_core::{
-    BoxError, EventStore, ExpectedVersion, Metadata, NewEvent, Projection, ProjectionRunner,
-    RecordedEvent, Repository, Snapshot, StreamId,
+    AtLeastOnce, BoxError, Consumer, Envelope, EventHandler, ExpectedVersion, LocalCheckpoints,
+    Metadata, NewEvent, Repository, Snapshot, SnapshotStore, StreamId, StreamStore,
 };
 use es_postgres::{PostgresStore, StoreOptions};
 use futures::TryStreamExt;
@@ -37,6 +57,7 @@ use domain::{
     AccountOpened, BankAccount, BankAccountEvent, BankError, MoneyDeposited, PlainAccount,
     SnapAccount,
 };
+use report::{Kind, Report};
 
 type Res<T> = Result<T, Box<dyn StdError + Send + Sync>>;
 
@@ -48,148 +69,6 @@ const PROJECTION_EVENTS: i64 = 1_000_000;
 // ------------------------------------------------------------------------------------------
 // Measuring
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Ours,
-    Hand,
-    Peer,
-}
-
-struct Measure {
-    op: &'static str,
-    system: String,
-    kind: Kind,
-    /// Operations (or events) per second, one sample per round.
-    samples: Vec<f64>,
-    unit: &'static str,
-}
-
-impl Measure {
-    /// The median of the rounds.
-    fn rate(&self) -> f64 {
-        let mut v = self.samples.clone();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            0.0
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    }
-}
-
-#[derive(Default)]
-struct Report {
-    rows: Vec<Measure>,
-}
-
-impl Report {
-    fn add(
-        &mut self,
-        op: &'static str,
-        kind: Kind,
-        system: impl Into<String>,
-        rate: f64,
-        unit: &'static str,
-    ) {
-        let system = system.into();
-        eprintln!("  {op:<44} {system:<52} {rate:>12.1} {unit}");
-        match self
-            .rows
-            .iter_mut()
-            .find(|m| m.op == op && m.system == system)
-        {
-            Some(m) => m.samples.push(rate),
-            None => self.rows.push(Measure {
-                op,
-                system,
-                kind,
-                samples: vec![rate],
-                unit,
-            }),
-        }
-    }
-
-    fn print(&self) {
-        println!(
-            "| operation | implementation | throughput (median) | time per op | rounds (min-max) | ours / hand-written | ours / postgres-es |"
-        );
-        println!("|---|---|---:|---:|---:|---:|---:|");
-        let mut ops: Vec<&'static str> = Vec::new();
-        for m in &self.rows {
-            if !ops.contains(&m.op) {
-                ops.push(m.op);
-            }
-        }
-        for op in ops {
-            let group: Vec<&Measure> = self.rows.iter().filter(|m| m.op == op).collect();
-            for m in &group {
-                let rate = m.rate();
-                let lo = m.samples.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = m.samples.iter().copied().fold(0.0, f64::max);
-                let spread = format!("{} {}-{}", m.samples.len(), fmt_rate(lo), fmt_rate(hi));
-                let per = if m.unit.starts_with("events") {
-                    format!("{:.2} µs/event", 1e6 / rate)
-                } else if 1e3 / rate >= 1.0 {
-                    format!("{:.2} ms", 1e3 / rate)
-                } else {
-                    format!("{:.0} µs", 1e6 / rate)
-                };
-                let (vs_hand, vs_peer) = if m.kind == Kind::Ours {
-                    let ratios = |kind: Kind| {
-                        group
-                            .iter()
-                            .filter(|o| o.kind == kind)
-                            .map(|o| format!("{:.2}x ({})", rate / o.rate(), short(&o.system)))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    };
-                    (ratios(Kind::Hand), ratios(Kind::Peer))
-                } else {
-                    (String::new(), String::new())
-                };
-                println!(
-                    "| {op} | {} | {} {} | {per} | {spread} | {vs_hand} | {vs_peer} |",
-                    m.system,
-                    fmt_rate(rate),
-                    m.unit
-                );
-            }
-        }
-    }
-}
-
-fn short(system: &str) -> String {
-    match system.split_once(": ") {
-        Some((who, what)) if who == "hand-written" => what
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" "),
-        Some((who, _)) => who.to_owned(),
-        None => system.to_owned(),
-    }
-}
-
-fn fmt_rate(rate: f64) -> String {
-    if rate >= 100.0 {
-        let r = rate.round() as u64;
-        let s = r.to_string();
-        let mut out = String::new();
-        for (i, c) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    } else {
-        format!("{rate:.1}")
-    }
-}
-
 /// The measured window of a throughput cell: a warm-up, then `measure`.
 struct Window {
     from: Instant,
@@ -200,6 +79,7 @@ impl Window {
     fn open(&self) -> bool {
         Instant::now() < self.to
     }
+
     /// `n` if the operation that just finished completed inside the measured window.
     fn count(&self, n: u64) -> u64 {
         let now = Instant::now();
@@ -223,8 +103,18 @@ fn measure_time() -> Duration {
     let secs = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(1.5);
+        .unwrap_or(3.0);
     Duration::from_secs_f64(secs)
+}
+
+/// `items` in the order of round `round`: each round starts one further along.
+fn turns<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    let mut order = items.to_vec();
+    if !order.is_empty() {
+        let len = order.len();
+        order.rotate_left(round % len);
+    }
+    order
 }
 
 /// Runs `writers` tasks, each looping `task` until the window closes; returns operations per
@@ -250,13 +140,14 @@ where
     Ok(total as f64 / measure.as_secs_f64())
 }
 
-/// Runs `op` `n` times one after the other; returns operations per second.
+/// Runs `op` `n` times one after the other (after one warm-up call); returns operations per
+/// second.
 async fn repeated<F, Fut>(n: usize, mut op: F) -> Res<f64>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Res<()>>,
 {
-    op().await?; // warm the caches and the statement cache
+    op().await?;
     let start = Instant::now();
     for _ in 0..n {
         op().await?;
@@ -273,7 +164,7 @@ struct Env {
     ours: PostgresStore,
     /// The same tables through a store with NOTIFY off.
     ours_quiet: PostgresStore,
-    /// Hand-written statements: schema `hand`, same table shape.
+    /// Hand-written statements: schema `hand`, a table created `LIKE ours.events`.
     hand: PgPool,
     /// postgres-es on its own tables (schema `pges`), sqlx 0.8.
     peer: sqlx08::PgPool,
@@ -319,20 +210,9 @@ async fn setup(admin_url: &str) -> Res<Env> {
         .await?;
     for ddl in [
         "CREATE SCHEMA hand",
-        // Exactly the shape of our `events` table.
-        "CREATE TABLE hand.events (
-            position        bigint      GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,
-            event_id        uuid        NOT NULL,
-            aggregate_type  text        NOT NULL,
-            aggregate_id    text        NOT NULL,
-            version         bigint      NOT NULL CHECK (version > 0),
-            event_name      text        NOT NULL,
-            schema_version  integer     NOT NULL CHECK (schema_version > 0),
-            payload         jsonb       NOT NULL,
-            metadata        jsonb       NOT NULL,
-            recorded_at     timestamptz NOT NULL,
-            CONSTRAINT hand_events_event_id_key UNIQUE (event_id),
-            CONSTRAINT hand_events_stream_version_key UNIQUE (aggregate_type, aggregate_id, version))",
+        // Exactly the shape of our `events` table: columns, defaults, identity, constraints
+        // and indexes (the hand-written INSERT maintains what ours maintains).
+        "CREATE TABLE hand.events (LIKE ours.events INCLUDING ALL)",
         // postgres-es 0.5's own migration (db/init.sql), in schemas of their own.
         "CREATE SCHEMA pges",
         "CREATE SCHEMA pgproj",
@@ -381,6 +261,51 @@ async fn setup(admin_url: &str) -> Res<Env> {
 fn peer_repo(env: &Env) -> postgres_es::PostgresEventRepository {
     postgres_es::PostgresEventRepository::new(env.peer.clone())
         .with_tables("pges.events", "pges.snapshots")
+}
+
+/// Tops up whichever of `ours.events` and `hand.events` has fewer rows with filler rows (one
+/// event each in streams nobody reads), so that every cell writes into tables of equal size.
+async fn equalize(env: &Env) -> Res<()> {
+    let count = |table: &'static str| {
+        let pool = env.hand.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await?;
+            Ok::<_, sqlx::Error>(n)
+        }
+    };
+    let (ours, hand) = (count("ours.events").await?, count("hand.events").await?);
+    let (table, missing) = if ours > hand {
+        ("hand.events", ours - hand)
+    } else {
+        ("ours.events", hand - ours)
+    };
+    if missing > 0 {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at)
+             SELECT gen_random_uuid(), 'Filler', 'filler-' || gen_random_uuid(), 1, 'MoneyDeposited', 1,
+                    '{{\"amount\":1,\"reference\":\"filler\"}}', '{{\"user_id\":\"bench\"}}', now()
+             FROM generate_series(1, {missing})"
+        )))
+        .execute(&env.hand)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Sizes of the two events tables (rows, bytes with indexes), for the report.
+async fn table_sizes(env: &Env) -> Res<Vec<(String, i64, i64)>> {
+    let mut out = Vec::new();
+    for table in ["ours.events", "hand.events"] {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT count(*), pg_total_relation_size('{table}') FROM {table}"
+        )))
+        .fetch_one(&env.hand)
+        .await?;
+        out.push((table.to_owned(), row.try_get(0)?, row.try_get(1)?));
+    }
+    Ok(out)
 }
 
 /// Seeds `writers * ACCOUNTS_PER_WRITER` opened accounts `{prefix}-w{w}-{i}` in one statement:
@@ -437,6 +362,8 @@ fn peer_deposit(id: &str, sequence: usize, i: u64) -> Res<SerializedEvent> {
     ))
 }
 
+// The hand-written statements, in one place.
+
 const HAND_INSERT: &str = "INSERT INTO hand.events (event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())";
 
@@ -444,54 +371,162 @@ const HAND_INSERT_MANY: &str = "INSERT INTO hand.events (event_id, aggregate_typ
      SELECT u.id, $2, $3, u.version, u.name, 1, u.payload, u.meta, now() \
      FROM unnest($1::uuid[], $4::bigint[], $5::text[], $6::jsonb[], $7::jsonb[]) AS u (id, version, name, payload, meta)";
 
-const HAND_SELECT_STREAM: &str = "SELECT version, event_name, payload FROM hand.events \
+/// What our `load_stream` reads for a replay: version, name, schema version, payload.
+const HAND_SELECT_STREAM: &str = "SELECT version, event_name, schema_version, payload FROM hand.events \
      WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY version";
+
+/// The same, on our table (the 10k load reads the rows ours reads).
+const OURS_SELECT_STREAM: &str = "SELECT version, event_name, schema_version, payload FROM ours.events \
+     WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY version";
+
+/// A snapshot of the asked state version and the events after it, in one statement: the
+/// snapshot row first (`kind` 0), then the events (`kind` 1) by version.
+const OURS_SELECT_SNAPSHOT_AND_AFTER: &str = "WITH snap AS ( \
+         SELECT version, state FROM ours.snapshots \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3) \
+     SELECT 0 AS kind, s.version, NULL::text AS event_name, NULL::integer AS schema_version, s.state AS payload FROM snap s \
+     UNION ALL \
+     SELECT 1, e.version, e.event_name, e.schema_version, e.payload FROM ours.events e \
+     WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 \
+       AND e.version > coalesce((SELECT version FROM snap), 0) \
+     ORDER BY kind, version";
+
+/// Folds rows of (version, event_name, schema_version, payload) into a plain account;
+/// returns the last version.
+fn fold_rows(state: &mut PlainAccount, rows: &[sqlx::postgres::PgRow]) -> Res<i64> {
+    let mut version = 0i64;
+    for row in rows {
+        version = row.try_get(0)?;
+        let name: &str = row.try_get(1)?;
+        let schema_version: i32 = row.try_get(2)?;
+        let payload: Box<RawValue> = row.try_get(3)?;
+        if schema_version != 1 {
+            return Err(format!("unexpected schema version {schema_version}").into());
+        }
+        state.apply_row(name, payload.get())?;
+    }
+    Ok(version)
+}
+
+async fn hand_load(pool: &PgPool, id: &str) -> Res<(i64, PlainAccount)> {
+    let rows = sqlx::query(HAND_SELECT_STREAM)
+        .bind("BankAccount")
+        .bind(id)
+        .fetch_all(pool)
+        .await?;
+    let mut state = PlainAccount::default();
+    let version = fold_rows(&mut state, &rows)?;
+    Ok((version, state))
+}
+
+async fn hand_insert_deposit(
+    pool: &PgPool,
+    id: &str,
+    version: i64,
+    meta: &Metadata,
+) -> Result<(), sqlx::Error> {
+    let payload = serde_json::value::to_raw_value(&MoneyDeposited {
+        amount: 10,
+        reference: "bench".into(),
+    })
+    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(HAND_INSERT)
+        .bind(Uuid::now_v7())
+        .bind("BankAccount")
+        .bind(id)
+        .bind(version + 1)
+        .bind("MoneyDeposited")
+        .bind(1i32)
+        .bind(Json(&*payload))
+        .bind(Json(&meta.for_events()))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("23505"))
+}
 
 // ------------------------------------------------------------------------------------------
 // Commands: load + decide + append one event
 
-async fn bench_commands(env: &Env, report: &mut Report) -> Res<()> {
-    for (round, writers) in (0..rounds()).flat_map(|r| [(r, 1usize), (r, 8)]) {
-        let op: &'static str = if writers == 1 {
-            "command (load+decide+append 1), 1 writer"
-        } else {
-            "command (load+decide+append 1), 8 writers"
-        };
-        let meta = Metadata::by_user("bench");
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CommandImpl {
+    /// `Repository::execute` as a user gets it: the state cache is on by default.
+    OursDefault,
+    /// `Repository::execute` with the state cache off: every command reads the stream.
+    OursUncached,
+    /// The default, on a store with NOTIFY off.
+    OursQuiet,
+    /// SELECT the stream, fold, decide, INSERT (autocommit).
+    HandNaive,
+    /// The state of each account kept in memory; INSERT at the known version with no read
+    /// (a unique violation reloads).
+    HandCached,
+    /// postgres-es: `CqrsFramework::execute`.
+    Peer,
+}
 
-        for (k, (label, cached, store)) in [
-            ("ours: Repository::execute", false, env.ours.clone()),
-            (
-                "ours: Repository::execute + with_state_cache",
-                true,
-                env.ours.clone(),
-            ),
-            (
-                "ours: execute + state cache, NOTIFY off",
-                true,
-                env.ours_quiet.clone(),
-            ),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if writers == 1 && label.contains("NOTIFY off") {
-                // measured with 8 writers only, where commit serialisation would show
-                continue;
+impl CommandImpl {
+    const ALL: [CommandImpl; 6] = [
+        CommandImpl::OursDefault,
+        CommandImpl::HandCached,
+        CommandImpl::Peer,
+        CommandImpl::OursUncached,
+        CommandImpl::HandNaive,
+        CommandImpl::OursQuiet,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            CommandImpl::OursDefault => "ours: Repository::execute (default: state cache on)",
+            CommandImpl::OursUncached => "ours: Repository::execute, state cache off",
+            CommandImpl::OursQuiet => "ours: execute (default), NOTIFY off",
+            CommandImpl::HandNaive => "hand-written: SELECT stream + fold + INSERT",
+            CommandImpl::HandCached => {
+                "hand-written: cached state, INSERT at known version, no read"
             }
-            let prefix = format!("r{round}c{writers}o{k}");
-            seed_accounts(env, "ours.events", &prefix, writers).await?;
+            CommandImpl::Peer => "postgres-es: CqrsFramework::execute",
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            CommandImpl::OursDefault | CommandImpl::OursUncached | CommandImpl::OursQuiet => {
+                Kind::Ours
+            }
+            CommandImpl::HandNaive | CommandImpl::HandCached => Kind::Hand,
+            CommandImpl::Peer => Kind::Peer,
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self.kind() {
+            Kind::Ours => "ours.events",
+            Kind::Hand => "hand.events",
+            _ => "pges.events",
+        }
+    }
+}
+
+async fn command_cell(env: &Env, imp: CommandImpl, prefix: &str, writers: usize) -> Res<f64> {
+    let meta = Metadata::by_user("bench");
+    match imp {
+        CommandImpl::OursDefault | CommandImpl::OursUncached | CommandImpl::OursQuiet => {
+            let store = if imp == CommandImpl::OursQuiet {
+                env.ours_quiet.clone()
+            } else {
+                env.ours.clone()
+            };
             let mut repo = Repository::<BankAccount, _>::new(store);
-            if cached {
-                repo = repo.with_state_cache(100_000);
+            if imp == CommandImpl::OursUncached {
+                repo = repo.without_state_cache();
             }
-            let rate = timed(writers, |w, window| {
-                let repo = repo.clone();
-                let meta = meta.clone();
-                let prefix = prefix.clone();
+            timed(writers, |w, window| {
+                let (repo, meta, prefix) = (repo.clone(), meta.clone(), prefix.to_owned());
                 async move {
-                    let mut done = 0;
-                    let mut i = 0usize;
+                    let (mut done, mut i) = (0, 0usize);
                     while window.open() {
                         let id = account(&prefix, w, i);
                         repo.execute(&id, meta.clone(), |a| a.deposit(10, "bench"))
@@ -503,105 +538,97 @@ async fn bench_commands(env: &Env, report: &mut Report) -> Res<()> {
                     Ok(done)
                 }
             })
-            .await?;
-            report.add(op, Kind::Ours, label, rate, "commands/s");
+            .await
         }
-
-        // Hand-written, naive: SELECT the stream, fold, decide, INSERT (autocommit).
-        let prefix = format!("r{round}c{writers}h");
-        seed_accounts(env, "hand.events", &prefix, writers).await?;
-        let rate = timed(writers, |w, window| {
-            let pool = env.hand.clone();
-            let prefix = prefix.clone();
-            let meta = meta.clone();
-            async move {
-                let mut done = 0;
-                let mut i = 0usize;
-                while window.open() {
-                    let id = account(&prefix, w, i);
-                    let rows = sqlx::query(HAND_SELECT_STREAM)
-                        .bind("BankAccount")
-                        .bind(&id)
-                        .fetch_all(&pool)
-                        .await?;
-                    let mut state = PlainAccount::default();
-                    let mut version = 0i64;
-                    for row in &rows {
-                        version = row.try_get(0)?;
-                        let name: &str = row.try_get(1)?;
-                        let payload: Box<RawValue> = row.try_get(2)?;
-                        state.apply_row(name, payload.get())?;
+        CommandImpl::HandNaive | CommandImpl::HandCached => {
+            let cached = imp == CommandImpl::HandCached;
+            timed(writers, |w, window| {
+                let (pool, meta, prefix) = (env.hand.clone(), meta.clone(), prefix.to_owned());
+                async move {
+                    let mut cache: HashMap<String, (i64, PlainAccount)> = HashMap::new();
+                    let (mut done, mut i) = (0, 0usize);
+                    while window.open() {
+                        let id = account(&prefix, w, i);
+                        let (version, mut state) = match cache.remove(&id) {
+                            Some(known) => known,
+                            None => hand_load(&pool, &id).await?,
+                        };
+                        if !state.open {
+                            return Err(BankError::NotOpen.into());
+                        }
+                        match hand_insert_deposit(&pool, &id, version, &meta).await {
+                            Ok(()) => {
+                                state.apply_row(
+                                    "MoneyDeposited",
+                                    r#"{"amount":10,"reference":"bench"}"#,
+                                )?;
+                                if cached {
+                                    cache.insert(id, (version + 1, state));
+                                }
+                                done += window.count(1);
+                                i += 1;
+                            }
+                            // Someone else wrote: the cached state was stale; reload and decide again.
+                            Err(e) if cached && is_unique_violation(&e) => {}
+                            Err(e) => return Err(e.into()),
+                        }
                     }
-                    if !state.open {
-                        return Err(BankError::NotOpen.into());
+                    Ok(done)
+                }
+            })
+            .await
+        }
+        CommandImpl::Peer => {
+            let cqrs = Arc::new(cqrs_es::CqrsFramework::new(
+                PersistedEventStore::<_, PeerAccount>::new_event_store(peer_repo(env)),
+                vec![],
+                (),
+            ));
+            timed(writers, |w, window| {
+                let (cqrs, prefix) = (cqrs.clone(), prefix.to_owned());
+                async move {
+                    let (mut done, mut i) = (0, 0usize);
+                    while window.open() {
+                        let id = account(&prefix, w, i);
+                        cqrs.execute_with_metadata(
+                            &id,
+                            PeerCommand::Deposit(10, "bench".into()),
+                            HashMap::from([("user_id".to_owned(), "bench".to_owned())]),
+                        )
+                        .await
+                        .map_err(|e| format!("postgres-es execute: {e}"))?;
+                        done += window.count(1);
+                        i += 1;
                     }
-                    let payload = serde_json::value::to_raw_value(&MoneyDeposited {
-                        amount: 10,
-                        reference: "bench".into(),
-                    })?;
-                    sqlx::query(HAND_INSERT)
-                        .bind(Uuid::now_v7())
-                        .bind("BankAccount")
-                        .bind(&id)
-                        .bind(version + 1)
-                        .bind("MoneyDeposited")
-                        .bind(1i32)
-                        .bind(Json(&*payload))
-                        .bind(Json(&meta.for_events()))
-                        .execute(&pool)
-                        .await?;
-                    done += window.count(1);
-                    i += 1;
+                    Ok(done)
                 }
-                Ok(done)
-            }
-        })
-        .await?;
-        report.add(
-            op,
-            Kind::Hand,
-            "hand-written: SELECT stream + fold + INSERT",
-            rate,
-            "commands/s",
-        );
+            })
+            .await
+        }
+    }
+}
 
-        // postgres-es: CqrsFramework::execute.
-        let prefix = format!("r{round}c{writers}p");
-        seed_accounts(env, "pges.events", &prefix, writers).await?;
-        let cqrs = Arc::new(cqrs_es::CqrsFramework::new(
-            PersistedEventStore::<_, PeerAccount>::new_event_store(peer_repo(env)),
-            vec![],
-            (),
-        ));
-        let rate = timed(writers, |w, window| {
-            let cqrs = cqrs.clone();
-            let prefix = prefix.clone();
-            async move {
-                let mut done = 0;
-                let mut i = 0usize;
-                while window.open() {
-                    let id = account(&prefix, w, i);
-                    cqrs.execute_with_metadata(
-                        &id,
-                        PeerCommand::Deposit(10, "bench".into()),
-                        HashMap::from([("user_id".to_owned(), "bench".to_owned())]),
-                    )
-                    .await
-                    .map_err(|e| format!("postgres-es execute: {e}"))?;
-                    done += window.count(1);
-                    i += 1;
-                }
-                Ok(done)
+async fn bench_commands(env: &Env, report: &mut Report) -> Res<()> {
+    for round in 0..rounds() {
+        for writers in [1usize, 8] {
+            let op: &'static str = if writers == 1 {
+                "command (load+decide+append 1), 1 writer"
+            } else {
+                "command (load+decide+append 1), 8 writers"
+            };
+            let contenders: Vec<CommandImpl> = CommandImpl::ALL
+                .into_iter()
+                // NOTIFY off is measured with 8 writers only, where commit serialisation shows.
+                .filter(|c| writers == 8 || *c != CommandImpl::OursQuiet)
+                .collect();
+            for (k, imp) in turns(&contenders, round).into_iter().enumerate() {
+                equalize(env).await?;
+                let prefix = format!("r{round}c{writers}i{k}");
+                seed_accounts(env, imp.table(), &prefix, writers).await?;
+                let rate = command_cell(env, imp, &prefix, writers).await?;
+                report.add(op, imp.kind(), imp.label(), rate, "commands/s");
             }
-        })
-        .await?;
-        report.add(
-            op,
-            Kind::Peer,
-            "postgres-es: CqrsFramework::execute",
-            rate,
-            "commands/s",
-        );
+        }
     }
     Ok(())
 }
@@ -609,34 +636,34 @@ async fn bench_commands(env: &Env, report: &mut Report) -> Res<()> {
 // ------------------------------------------------------------------------------------------
 // Appends: 1 event and 100 events per call, at a known version
 
-async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
-    let configs = [(1usize, 1usize), (1, 8), (100, 1), (100, 4)];
-    for (round, (batch, writers)) in (0..rounds()).flat_map(|r| configs.map(|c| (r, c))) {
-        let op: &'static str = match (batch, writers) {
-            (1, 1) => "append 1 event per call, 1 writer",
-            (1, _) => "append 1 event per call, 8 writers",
-            (_, 1) => "append 100 events per call, 1 writer",
-            _ => "append 100 events per call, 4 writers",
-        };
-        let unit = if batch == 1 { "appends/s" } else { "events/s" };
-        let meta = Metadata::by_user("bench");
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AppendImpl {
+    Ours,
+    OursQuiet,
+    Hand,
+    Peer,
+}
 
-        for (label, store) in [
-            ("ours: PostgresStore::append (Exact)", env.ours.clone()),
-            ("ours: append, NOTIFY off", env.ours_quiet.clone()),
-        ] {
-            let tag = if label.contains("NOTIFY") { "q" } else { "d" };
-            let rate = timed(writers, |w, window| {
-                let store = store.clone();
-                let meta = meta.clone();
-                let stream = StreamId::new(
-                    "BankAccount",
-                    format!("r{round}a{batch}-{writers}-{tag}-w{w}"),
-                );
+async fn append_cell(
+    env: &Env,
+    imp: AppendImpl,
+    tag: &str,
+    batch: usize,
+    writers: usize,
+) -> Res<f64> {
+    let meta = Metadata::by_user("bench");
+    match imp {
+        AppendImpl::Ours | AppendImpl::OursQuiet => {
+            let store = if imp == AppendImpl::Ours {
+                env.ours.clone()
+            } else {
+                env.ours_quiet.clone()
+            };
+            timed(writers, |w, window| {
+                let (store, meta) = (store.clone(), meta.clone());
+                let stream = StreamId::new("BankAccount", format!("{tag}-w{w}"));
                 async move {
-                    let mut done = 0;
-                    let mut version = 0u64;
-                    let mut i = 0u64;
+                    let (mut done, mut version, mut i) = (0, 0u64, 0u64);
                     while window.open() {
                         let mut events = Vec::with_capacity(batch);
                         for _ in 0..batch {
@@ -652,116 +679,144 @@ async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
                     Ok(done)
                 }
             })
-            .await?;
-            report.add(op, Kind::Ours, label, rate, unit);
+            .await
         }
-
-        let rate = timed(writers, |w, window| {
-            let pool = env.hand.clone();
-            let meta = meta.clone();
-            let id = format!("r{round}a{batch}-{writers}-h-w{w}");
-            async move {
-                let mut done = 0;
-                let mut version = 0i64;
-                let mut i = 0u64;
-                while window.open() {
-                    if batch == 1 {
-                        let e = deposit_event(i, &meta)?;
-                        i += 1;
-                        sqlx::query(HAND_INSERT)
-                            .bind(e.event_id)
-                            .bind("BankAccount")
-                            .bind(&id)
-                            .bind(version + 1)
-                            .bind(&e.event_name)
-                            .bind(1i32)
-                            .bind(Json(&*e.payload))
-                            .bind(Json(&e.metadata))
-                            .execute(&pool)
-                            .await?;
-                    } else {
-                        let mut ids = Vec::with_capacity(batch);
-                        let mut versions = Vec::with_capacity(batch);
-                        let mut names = Vec::with_capacity(batch);
-                        let mut payloads = Vec::with_capacity(batch);
-                        let mut metas = Vec::with_capacity(batch);
-                        for k in 0..batch {
+        AppendImpl::Hand => {
+            timed(writers, |w, window| {
+                let (pool, meta) = (env.hand.clone(), meta.clone());
+                let id = format!("{tag}-w{w}");
+                async move {
+                    let (mut done, mut version, mut i) = (0, 0i64, 0u64);
+                    while window.open() {
+                        if batch == 1 {
                             let e = deposit_event(i, &meta)?;
                             i += 1;
-                            ids.push(e.event_id);
-                            versions.push(version + 1 + k as i64);
-                            names.push(e.event_name);
-                            payloads.push(Json(e.payload));
-                            metas.push(Json(e.metadata));
+                            sqlx::query(HAND_INSERT)
+                                .bind(e.event_id)
+                                .bind("BankAccount")
+                                .bind(&id)
+                                .bind(version + 1)
+                                .bind(&e.event_name)
+                                .bind(1i32)
+                                .bind(Json(&*e.payload))
+                                .bind(Json(&e.metadata))
+                                .execute(&pool)
+                                .await?;
+                        } else {
+                            let mut ids = Vec::with_capacity(batch);
+                            let mut versions = Vec::with_capacity(batch);
+                            let mut names = Vec::with_capacity(batch);
+                            let mut payloads = Vec::with_capacity(batch);
+                            let mut metas = Vec::with_capacity(batch);
+                            for k in 0..batch {
+                                let e = deposit_event(i, &meta)?;
+                                i += 1;
+                                ids.push(e.event_id);
+                                versions.push(version + 1 + k as i64);
+                                names.push(e.event_name);
+                                payloads.push(Json(e.payload));
+                                metas.push(Json(e.metadata));
+                            }
+                            sqlx::query(HAND_INSERT_MANY)
+                                .bind(ids)
+                                .bind("BankAccount")
+                                .bind(&id)
+                                .bind(versions)
+                                .bind(names)
+                                .bind(payloads)
+                                .bind(metas)
+                                .execute(&pool)
+                                .await?;
                         }
-                        sqlx::query(HAND_INSERT_MANY)
-                            .bind(ids)
-                            .bind("BankAccount")
-                            .bind(&id)
-                            .bind(versions)
-                            .bind(names)
-                            .bind(payloads)
-                            .bind(metas)
-                            .execute(&pool)
-                            .await?;
+                        version += batch as i64;
+                        done += window.count(batch as u64);
                     }
-                    version += batch as i64;
-                    done += window.count(batch as u64);
+                    Ok(done)
                 }
-                Ok(done)
-            }
-        })
-        .await?;
-        let hand_label = if batch == 1 {
-            "hand-written: single INSERT (autocommit)"
-        } else {
-            "hand-written: one multi-row INSERT (unnest)"
-        };
-        report.add(op, Kind::Hand, hand_label, rate, unit);
+            })
+            .await
+        }
+        AppendImpl::Peer => {
+            let repo = Arc::new(peer_repo(env));
+            timed(writers, |w, window| {
+                let repo = repo.clone();
+                let id = format!("{tag}-w{w}");
+                async move {
+                    let (mut done, mut sequence, mut i) = (0, 0usize, 0u64);
+                    while window.open() {
+                        let mut events = Vec::with_capacity(batch);
+                        for _ in 0..batch {
+                            sequence += 1;
+                            events.push(peer_deposit(&id, sequence, i)?);
+                            i += 1;
+                        }
+                        repo.persist::<PeerAccount>(&events, None)
+                            .await
+                            .map_err(|e| format!("postgres-es persist: {e}"))?;
+                        done += window.count(batch as u64);
+                    }
+                    Ok(done)
+                }
+            })
+            .await
+        }
+    }
+}
 
-        let repo = Arc::new(peer_repo(env));
-        let rate = timed(writers, |w, window| {
-            let repo = repo.clone();
-            let id = format!("r{round}a{batch}-{writers}-p-w{w}");
-            async move {
-                let mut done = 0;
-                let mut sequence = 0usize;
-                let mut i = 0u64;
-                while window.open() {
-                    let mut events = Vec::with_capacity(batch);
-                    for _ in 0..batch {
-                        sequence += 1;
-                        events.push(peer_deposit(&id, sequence, i)?);
-                        i += 1;
+async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
+    let configs = [(1usize, 1usize), (1, 8), (100, 1), (100, 4)];
+    let contenders = [
+        AppendImpl::Ours,
+        AppendImpl::Hand,
+        AppendImpl::Peer,
+        AppendImpl::OursQuiet,
+    ];
+    for round in 0..rounds() {
+        for (batch, writers) in configs {
+            let op: &'static str = match (batch, writers) {
+                (1, 1) => "append 1 event per call, 1 writer",
+                (1, _) => "append 1 event per call, 8 writers",
+                (_, 1) => "append 100 events per call, 1 writer",
+                _ => "append 100 events per call, 4 writers",
+            };
+            let unit = if batch == 1 { "appends/s" } else { "events/s" };
+            for (k, imp) in turns(&contenders, round).into_iter().enumerate() {
+                equalize(env).await?;
+                let tag = format!("r{round}a{batch}-{writers}-i{k}");
+                let rate = append_cell(env, imp, &tag, batch, writers).await?;
+                let (kind, label) = match imp {
+                    AppendImpl::Ours => (Kind::Ours, "ours: PostgresStore::append (Exact)"),
+                    AppendImpl::OursQuiet => (Kind::Ours, "ours: append, NOTIFY off"),
+                    AppendImpl::Hand if batch == 1 => {
+                        (Kind::Hand, "hand-written: single INSERT (autocommit)")
                     }
-                    repo.persist::<PeerAccount>(&events, None)
-                        .await
-                        .map_err(|e| format!("postgres-es persist: {e}"))?;
-                    done += window.count(batch as u64);
-                }
-                Ok(done)
+                    AppendImpl::Hand => (Kind::Hand, "hand-written: one multi-row INSERT (unnest)"),
+                    AppendImpl::Peer => {
+                        (Kind::Peer, "postgres-es: PostgresEventRepository::persist")
+                    }
+                };
+                report.add(op, kind, label, rate, unit);
             }
-        })
-        .await?;
-        report.add(
-            op,
-            Kind::Peer,
-            "postgres-es: PostgresEventRepository::persist",
-            rate,
-            unit,
-        );
+        }
     }
     Ok(())
 }
 
 // ------------------------------------------------------------------------------------------
-// Loading a 10,000-event aggregate
+// Loading a 10,000-event aggregate, without and with a snapshot
+
+#[derive(Clone, Copy)]
+enum LoadImpl {
+    Ours,
+    Hand,
+    Peer,
+}
 
 async fn bench_loads(env: &Env, report: &mut Report) -> Res<()> {
     let id = "load-10k";
     let stream = StreamId::new("BankAccount", id);
     let meta = Metadata::by_user("bench");
-    // Ours (the hand-written baseline reads the same rows).
+    // Ours (the hand-written baselines read the same rows).
     let mut version = 0u64;
     let mut i = 0u64;
     while version < LOAD_EVENTS as u64 {
@@ -802,66 +857,71 @@ async fn bench_loads(env: &Env, report: &mut Report) -> Res<()> {
     let repo = Repository::<BankAccount, _>::new(env.ours.clone());
     let expected = repo.load(id).await?;
     let peer_store = PersistedEventStore::<_, PeerAccount>::new_event_store(peer_repo(env));
-    for _ in 0..rounds() {
-        let rate = repeated(7, || async {
-            let loaded = repo.load(id).await?;
-            if loaded.version != LOAD_EVENTS as u64 || loaded.balance != expected.balance {
-                return Err("ours: wrong state".into());
+    let all = [LoadImpl::Ours, LoadImpl::Hand, LoadImpl::Peer];
+    for round in 0..rounds() {
+        for imp in turns(&all, round) {
+            match imp {
+                LoadImpl::Ours => {
+                    let rate = repeated(7, || async {
+                        let loaded = repo.load(id).await?;
+                        if loaded.version != LOAD_EVENTS as u64
+                            || loaded.balance != expected.balance
+                        {
+                            return Err("ours: wrong state".into());
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    report.add(op, Kind::Ours, "ours: Repository::load", rate, "loads/s");
+                }
+                LoadImpl::Hand => {
+                    let rate = repeated(7, || async {
+                        let rows = sqlx::query(OURS_SELECT_STREAM)
+                            .bind("BankAccount")
+                            .bind(id)
+                            .fetch_all(&env.hand)
+                            .await?;
+                        let mut state = PlainAccount::default();
+                        let version = fold_rows(&mut state, &rows)?;
+                        if version != LOAD_EVENTS || state.balance != expected.balance {
+                            return Err("hand: wrong state".into());
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    report.add(
+                        op,
+                        Kind::Hand,
+                        "hand-written: SELECT the same 4 columns + fold",
+                        rate,
+                        "loads/s",
+                    );
+                }
+                LoadImpl::Peer => {
+                    let rate = repeated(7, || async {
+                        let mut ctx = peer_store
+                            .load_aggregate(id)
+                            .await
+                            .map_err(|e| format!("postgres-es load: {e}"))?;
+                        use cqrs_es::AggregateContext as _;
+                        if ctx.aggregate().balance != expected.balance {
+                            return Err("postgres-es: wrong state".into());
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    report.add(
+                        op,
+                        Kind::Peer,
+                        "postgres-es: EventStore::load_aggregate",
+                        rate,
+                        "loads/s",
+                    );
+                }
             }
-            Ok(())
-        })
-        .await?;
-        report.add(op, Kind::Ours, "ours: Repository::load", rate, "loads/s");
-
-        let rate = repeated(7, || async {
-            let rows = sqlx::query(
-                "SELECT version, event_name, payload FROM ours.events \
-                 WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY version",
-            )
-            .bind("BankAccount")
-            .bind(id)
-            .fetch_all(&env.hand)
-            .await?;
-            let mut state = PlainAccount::default();
-            for row in &rows {
-                let name: &str = row.try_get(1)?;
-                let payload: Box<RawValue> = row.try_get(2)?;
-                state.apply_row(name, payload.get())?;
-            }
-            if state.balance != expected.balance {
-                return Err("hand: wrong state".into());
-            }
-            Ok(())
-        })
-        .await?;
-        report.add(
-            op,
-            Kind::Hand,
-            "hand-written: SELECT + fold",
-            rate,
-            "loads/s",
-        );
-
-        let rate = repeated(7, || async {
-            let mut ctx = peer_store
-                .load_aggregate(id)
-                .await
-                .map_err(|e| format!("postgres-es load: {e}"))?;
-            use cqrs_es::AggregateContext as _;
-            if ctx.aggregate().balance != expected.balance {
-                return Err("postgres-es: wrong state".into());
-            }
-            Ok(())
-        })
-        .await?;
-        report.add(
-            op,
-            Kind::Peer,
-            "postgres-es: EventStore::load_aggregate",
-            rate,
-            "loads/s",
-        );
+        }
     }
+
     // With a snapshot at version 10,000.
     let op = "load the same aggregate from a snapshot";
     let snap_repo = Repository::<SnapAccount, _>::new(env.ours.clone());
@@ -893,83 +953,102 @@ async fn bench_loads(env: &Env, report: &mut Report) -> Res<()> {
     .execute(&env.hand)
     .await?;
     let peer_snap = PersistedEventStore::<_, PeerAccount>::new_snapshot_store(peer_repo(env), 100);
-    for _ in 0..rounds() {
-        let rate = repeated(200, || async {
-            let loaded = snap_repo.load(id).await?;
-            if loaded.version != LOAD_EVENTS as u64 || loaded.balance != expected.balance {
-                return Err("ours snapshot: wrong state".into());
+    let state_version = <SnapAccount as es_core::Aggregate>::STATE_VERSION as i32;
+    for round in 0..rounds() {
+        for imp in turns(&all, round) {
+            match imp {
+                LoadImpl::Ours => {
+                    let rate = repeated(200, || async {
+                        let loaded = snap_repo.load(id).await?;
+                        if loaded.version != LOAD_EVENTS as u64
+                            || loaded.balance != expected.balance
+                        {
+                            return Err("ours snapshot: wrong state".into());
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    report.add(
+                        op,
+                        Kind::Ours,
+                        "ours: Repository::load (snapshot)",
+                        rate,
+                        "loads/s",
+                    );
+                }
+                LoadImpl::Hand => {
+                    let rate = repeated(200, || async {
+                        let rows = sqlx::query(OURS_SELECT_SNAPSHOT_AND_AFTER)
+                            .bind("BankAccount")
+                            .bind(id)
+                            .bind(state_version)
+                            .fetch_all(&env.hand)
+                            .await?;
+                        let (mut account, mut version, mut start) =
+                            (PlainAccount::default(), 0i64, 0);
+                        if let Some(first) = rows.first()
+                            && first.try_get::<i32, _>(0)? == 0
+                        {
+                            let snapshot: Box<RawValue> = first.try_get(4)?;
+                            let restored: SnapAccount = serde_json::from_str(snapshot.get())?;
+                            account = PlainAccount {
+                                balance: restored.balance,
+                                open: restored.open,
+                                overdraft_limit: restored.overdraft_limit,
+                                deposits: restored.deposits,
+                            };
+                            version = first.try_get(1)?;
+                            start = 1;
+                        }
+                        for row in &rows[start..] {
+                            version = row.try_get(1)?;
+                            let name: &str = row.try_get(2)?;
+                            let payload: Box<RawValue> = row.try_get(4)?;
+                            account.apply_row(name, payload.get())?;
+                        }
+                        if version != LOAD_EVENTS || account.balance != expected.balance {
+                            return Err("hand snapshot: wrong state".into());
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    report.add(
+                        op,
+                        Kind::Hand,
+                        "hand-written: one SELECT of snapshot + events after",
+                        rate,
+                        "loads/s",
+                    );
+                }
+                LoadImpl::Peer => {
+                    let rate = repeated(200, || async {
+                        let mut ctx = peer_snap
+                            .load_aggregate(id)
+                            .await
+                            .map_err(|e| format!("postgres-es load: {e}"))?;
+                        use cqrs_es::AggregateContext as _;
+                        if ctx.aggregate().balance != expected.balance {
+                            return Err("postgres-es snapshot: wrong state".into());
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    report.add(
+                        op,
+                        Kind::Peer,
+                        "postgres-es: snapshot store load_aggregate",
+                        rate,
+                        "loads/s",
+                    );
+                }
             }
-            Ok(())
-        })
-        .await?;
-        report.add(
-            op,
-            Kind::Ours,
-            "ours: Repository::load (snapshot)",
-            rate,
-            "loads/s",
-        );
-
-        let rate = repeated(200, || async {
-            let row = sqlx::query(
-                "SELECT version, state FROM ours.snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
-            )
-            .bind("BankAccount")
-            .bind(id)
-            .fetch_one(&env.hand)
-            .await?;
-            let version: i64 = row.try_get(0)?;
-            let state: Box<RawValue> = row.try_get(1)?;
-            let mut state: SnapAccount = serde_json::from_str(state.get())?;
-            let rows = sqlx::query(
-                "SELECT version, event_name, payload FROM ours.events \
-                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND version > $3 ORDER BY version",
-            )
-            .bind("BankAccount")
-            .bind(id)
-            .bind(version)
-            .fetch_all(&env.hand)
-            .await?;
-            state.deposits += rows.len() as u64;
-            if state.balance != expected.balance {
-                return Err("hand snapshot: wrong state".into());
-            }
-            Ok(())
-        })
-        .await?;
-        report.add(
-            op,
-            Kind::Hand,
-            "hand-written: SELECT snapshot; SELECT events after",
-            rate,
-            "loads/s",
-        );
-
-        let rate = repeated(200, || async {
-            let mut ctx = peer_snap
-                .load_aggregate(id)
-                .await
-                .map_err(|e| format!("postgres-es load: {e}"))?;
-            use cqrs_es::AggregateContext as _;
-            if ctx.aggregate().balance != expected.balance {
-                return Err("postgres-es snapshot: wrong state".into());
-            }
-            Ok(())
-        })
-        .await?;
-        report.add(
-            op,
-            Kind::Peer,
-            "postgres-es: snapshot store load_aggregate",
-            rate,
-            "loads/s",
-        );
+        }
     }
     Ok(())
 }
 
 // ------------------------------------------------------------------------------------------
-// Projection rebuild over 1M events
+// Rebuilding an in-memory read model from 1M events
 
 /// An in-memory read model: balance and deposit count per account.
 #[derive(Default)]
@@ -977,26 +1056,26 @@ struct Balances {
     accounts: HashMap<String, (i64, u64)>,
 }
 
-impl Projection for Balances {
-    fn name(&self) -> &str {
-        "balances"
-    }
-    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+impl EventHandler for Balances {
+    type Event = BankAccountEvent;
+
+    async fn handle(&mut self, _: &mut (), e: &Envelope<BankAccountEvent>) -> Result<(), BoxError> {
         let entry = self
             .accounts
-            .entry(event.stream.aggregate_id.clone())
+            .entry(e.record.stream.aggregate_id.clone())
             .or_default();
-        match event.decode::<BankAccountEvent>()? {
-            BankAccountEvent::MoneyDeposited(e) => {
-                entry.0 += e.amount;
+        match &e.event {
+            BankAccountEvent::MoneyDeposited(d) => {
+                entry.0 += d.amount;
                 entry.1 += 1;
             }
-            BankAccountEvent::MoneyWithdrawn(e) => entry.0 -= e.amount,
+            BankAccountEvent::MoneyWithdrawn(w) => entry.0 -= w.amount,
             BankAccountEvent::AccountOpened(_) => {}
         }
         Ok(())
     }
-    async fn reset(&mut self) -> Result<(), BoxError> {
+
+    async fn reset(&mut self, _: &mut ()) -> Result<(), BoxError> {
         self.accounts.clear();
         Ok(())
     }
@@ -1007,6 +1086,151 @@ fn checksum(map: &HashMap<String, (i64, u64)>) -> (usize, i64, u64) {
         .fold((map.len(), 0, 0), |(n, b, d), (bal, dep)| {
             (n, b + bal, d + dep)
         })
+}
+
+/// Every column of the log, as the store reads it for a consumer.
+const LOG_COLUMNS: &str = "position, event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at";
+
+#[derive(Clone, Copy)]
+enum RebuildImpl {
+    Ours(usize),
+    Keyset(usize),
+    Copy,
+    Peer,
+}
+
+async fn rebuild_cell(
+    env: &Env,
+    store: &PostgresStore,
+    imp: RebuildImpl,
+) -> Res<((usize, i64, u64), f64, Kind, String)> {
+    let start = Instant::now();
+    match imp {
+        RebuildImpl::Ours(batch) => {
+            let mut consumer = Consumer::new(
+                "balances",
+                store.clone(),
+                AtLeastOnce::new(LocalCheckpoints::new()),
+                Balances::default(),
+            )
+            .batch_size(batch);
+            let progress = consumer.rebuild(|_| {}).await?;
+            let secs = start.elapsed().as_secs_f64();
+            if progress.done != PROJECTION_EVENTS as u64 {
+                return Err(format!("ours rebuilt {} events", progress.done).into());
+            }
+            Ok((
+                checksum(&consumer.handler().accounts),
+                secs,
+                Kind::Ours,
+                format!(
+                    "ours: Consumer::rebuild, batches of {batch}{}",
+                    if batch == 500 { " (the default)" } else { "" }
+                ),
+            ))
+        }
+        RebuildImpl::Keyset(batch) => {
+            // The same rows in the same order, every column decoded as the store decodes them
+            // for a consumer, filtered on the aggregate type as the typed handler's filter is.
+            let sql = format!(
+                "SELECT {LOG_COLUMNS} FROM proj.events WHERE position > $1 AND aggregate_type = ANY($2) ORDER BY position LIMIT $3"
+            );
+            let types = vec!["BankAccount".to_owned()];
+            let mut after = 0i64;
+            let mut model: HashMap<String, (i64, u64)> = HashMap::new();
+            let mut seen = 0u64;
+            loop {
+                let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+                    .bind(after)
+                    .bind(&types)
+                    .bind(batch as i64)
+                    .fetch_all(&env.hand)
+                    .await?;
+                let Some(last) = rows.last() else { break };
+                after = last.try_get(0)?;
+                for row in &rows {
+                    let _event_id: Uuid = row.try_get(1)?;
+                    let aggregate_type: String = row.try_get(2)?;
+                    let id: String = row.try_get(3)?;
+                    let _version: i64 = row.try_get(4)?;
+                    let name: &str = row.try_get(5)?;
+                    let _schema: i32 = row.try_get(6)?;
+                    let payload: Box<RawValue> = row.try_get(7)?;
+                    let _metadata: Json<Metadata> = row.try_get(8)?;
+                    let _at: chrono::DateTime<chrono::Utc> = row.try_get(9)?;
+                    let _stream = StreamId::new(aggregate_type, id.as_str());
+                    let entry = model.entry(id).or_default();
+                    if name == "MoneyDeposited" {
+                        let e: MoneyDeposited = serde_json::from_str(payload.get())?;
+                        entry.0 += e.amount;
+                        entry.1 += 1;
+                    }
+                    seen += 1;
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            if seen != PROJECTION_EVENTS as u64 {
+                return Err(format!("keyset loop read {seen} events").into());
+            }
+            Ok((
+                checksum(&model),
+                secs,
+                Kind::Hand,
+                format!("hand-written: keyset SELECT loop ({batch} rows, all columns) + fold"),
+            ))
+        }
+        RebuildImpl::Copy => {
+            let mut conn = env.hand.acquire().await?;
+            let mut bytes = 0usize;
+            {
+                let copy = format!(
+                    "COPY (SELECT {LOG_COLUMNS} FROM proj.events ORDER BY position) TO STDOUT"
+                );
+                let mut out = conn.copy_out_raw(&copy).await?;
+                while let Some(chunk) = out.try_next().await? {
+                    bytes += chunk.len();
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!("  COPY moved {:.1} MB", bytes as f64 / 1e6);
+            Ok((
+                (0, 0, 0),
+                secs,
+                Kind::Hand,
+                "hand-written: raw COPY (SELECT ... ORDER BY position) TO STDOUT".to_owned(),
+            ))
+        }
+        RebuildImpl::Peer => {
+            let repo = postgres_es::PostgresEventRepository::new(env.peer.clone())
+                .with_tables("pgproj.events", "pgproj.snapshots")
+                .with_streaming_channel_size(1000);
+            let mut stream = repo
+                .stream_all_events::<PeerAccount>()
+                .await
+                .map_err(|e| format!("postgres-es stream: {e}"))?;
+            let mut model: HashMap<String, (i64, u64)> = HashMap::new();
+            let mut seen = 0u64;
+            while let Some(envelope) = stream.next::<PeerAccount>(&[]).await {
+                let envelope = envelope.map_err(|e| format!("postgres-es replay: {e}"))?;
+                let entry = model.entry(envelope.aggregate_id).or_default();
+                if let PeerEvent::MoneyDeposited { amount, .. } = envelope.payload {
+                    entry.0 += amount;
+                    entry.1 += 1;
+                }
+                seen += 1;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            if seen != PROJECTION_EVENTS as u64 {
+                return Err(format!("postgres-es replayed {seen} events").into());
+            }
+            Ok((
+                checksum(&model),
+                secs,
+                Kind::Reference,
+                "postgres-es: stream_all_events (per-stream order, no global log)".to_owned(),
+            ))
+        }
+    }
 }
 
 async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
@@ -1040,139 +1264,39 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
     )))
     .execute(&env.hand)
     .await?;
-    sqlx::query("VACUUM ANALYZE proj.events")
-        .execute(&env.hand)
-        .await?;
-    sqlx::query("VACUUM ANALYZE pgproj.events")
-        .execute(&env.hand)
-        .await?;
+    for table in ["proj.events", "pgproj.events"] {
+        sqlx::query(AssertSqlSafe(format!("VACUUM ANALYZE {table}")))
+            .execute(&env.hand)
+            .await?;
+    }
     eprintln!(
         "  seeded 2 x 1M events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
-    let op = "rebuild an in-memory projection from 1M events";
+    let op = "rebuild an in-memory read model from 1M events";
+    let all = [
+        RebuildImpl::Ours(500),
+        RebuildImpl::Keyset(500),
+        RebuildImpl::Copy,
+        RebuildImpl::Ours(5_000),
+        RebuildImpl::Keyset(5_000),
+        RebuildImpl::Peer,
+    ];
     let mut expected: Option<(usize, i64, u64)> = None;
-    for _ in 0..2 {
-        for batch in [1_000usize, 5_000] {
-            let mut runner =
-                ProjectionRunner::new(store.clone(), Balances::default()).with_batch_size(batch);
-            let start = Instant::now();
-            let progress = runner.rebuild(|_| {}).await?;
-            let secs = start.elapsed().as_secs_f64();
-            if progress.done != PROJECTION_EVENTS as u64 {
-                return Err(format!("ours rebuilt {} events", progress.done).into());
-            }
-            let sum = checksum(&runner.projection().accounts);
-            expected.get_or_insert(sum);
-            report.add(
-                op,
-                Kind::Ours,
-                format!(
-                    "ours: ProjectionRunner::rebuild, batches of {batch}{}",
-                    if batch == 5_000 { " (the default)" } else { "" }
-                ),
-                PROJECTION_EVENTS as f64 / secs,
-                "events/s",
-            );
-        }
-        let want = expected.ok_or("no rebuild ran")?;
-
-        // Raw COPY of the same rows: the physical limit of getting them out.
-        let cols = "position, event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at";
-        let mut conn = env.hand.acquire().await?;
-        let start = Instant::now();
-        let mut bytes = 0usize;
-        {
-            let copy = format!("COPY (SELECT {cols} FROM proj.events ORDER BY position) TO STDOUT");
-            let mut out = conn.copy_out_raw(&copy).await?;
-            while let Some(chunk) = out.try_next().await? {
-                bytes += chunk.len();
-            }
-        }
-        let secs = start.elapsed().as_secs_f64();
-        drop(conn);
-        eprintln!("  COPY moved {:.1} MB", bytes as f64 / 1e6);
-        report.add(
-            op,
-            Kind::Hand,
-            "hand-written: raw COPY (SELECT ...) TO STDOUT",
-            PROJECTION_EVENTS as f64 / secs,
-            "events/s",
-        );
-
-        // Plain keyset SELECT loop, decoding what the read model needs.
-        let start = Instant::now();
-        let mut after = 0i64;
-        let mut model: HashMap<String, (i64, u64)> = HashMap::new();
-        let mut seen = 0u64;
-        let sql = format!(
-            "SELECT {cols} FROM proj.events WHERE position > $1 ORDER BY position LIMIT 1000"
-        );
-        loop {
-            let rows = sqlx::query(AssertSqlSafe(sql.clone()))
-                .bind(after)
-                .fetch_all(&env.hand)
-                .await?;
-            let Some(last) = rows.last() else { break };
-            after = last.try_get(0)?;
-            for row in &rows {
-                let id: String = row.try_get(3)?;
-                let name: &str = row.try_get(5)?;
-                let payload: Box<RawValue> = row.try_get(7)?;
-                let entry = model.entry(id).or_default();
-                if name == "MoneyDeposited" {
-                    let e: MoneyDeposited = serde_json::from_str(payload.get())?;
-                    entry.0 += e.amount;
-                    entry.1 += 1;
+    for round in 0..2 {
+        for imp in turns(&all, round) {
+            let (sum, secs, kind, label) = rebuild_cell(env, &store, imp).await?;
+            if !matches!(imp, RebuildImpl::Copy) {
+                let want = *expected.get_or_insert(sum);
+                if sum != want {
+                    return Err(
+                        format!("{label}: wrong read model {sum:?}, expected {want:?}").into(),
+                    );
                 }
-                seen += 1;
             }
+            report.add(op, kind, label, PROJECTION_EVENTS as f64 / secs, "events/s");
         }
-        let secs = start.elapsed().as_secs_f64();
-        if seen != PROJECTION_EVENTS as u64 || checksum(&model) != want {
-            return Err("keyset loop: wrong read model".into());
-        }
-        report.add(
-            op,
-            Kind::Hand,
-            "hand-written: keyset SELECT loop (1,000 rows) + fold",
-            PROJECTION_EVENTS as f64 / secs,
-            "events/s",
-        );
-
-        // postgres-es: stream_all_events (what cqrs-es QueryReplay::replay_all uses). It has no
-        // global log: rows come ordered by per-stream sequence, not commit order.
-        let repo = postgres_es::PostgresEventRepository::new(env.peer.clone())
-            .with_tables("pgproj.events", "pgproj.snapshots")
-            .with_streaming_channel_size(1000);
-        let start = Instant::now();
-        let mut stream = repo
-            .stream_all_events::<PeerAccount>()
-            .await
-            .map_err(|e| format!("postgres-es stream: {e}"))?;
-        let mut model: HashMap<String, (i64, u64)> = HashMap::new();
-        let mut seen = 0u64;
-        while let Some(envelope) = stream.next::<PeerAccount>(&[]).await {
-            let envelope = envelope.map_err(|e| format!("postgres-es replay: {e}"))?;
-            let entry = model.entry(envelope.aggregate_id).or_default();
-            if let PeerEvent::MoneyDeposited { amount, .. } = envelope.payload {
-                entry.0 += amount;
-                entry.1 += 1;
-            }
-            seen += 1;
-        }
-        let secs = start.elapsed().as_secs_f64();
-        if seen != PROJECTION_EVENTS as u64 || checksum(&model) != want {
-            return Err("postgres-es replay: wrong read model".into());
-        }
-        report.add(
-            op,
-            Kind::Peer,
-            "postgres-es: stream_all_events (QueryReplay)",
-            PROJECTION_EVENTS as f64 / secs,
-            "events/s",
-        );
     }
     store.pool().close().await;
     Ok(())
@@ -1212,28 +1336,41 @@ async fn settings(url: &str) -> Res<Vec<(String, String)>> {
 async fn main() -> Res<()> {
     let admin = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let jsonl = std::env::var("BENCH_JSONL")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/results.jsonl").to_owned());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     let started = Instant::now();
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let env = setup(&admin).await?;
     let mut report = Report::default();
-    eprintln!("commands");
-    bench_commands(&env, &mut report).await?;
-    eprintln!("appends");
-    bench_appends(&env, &mut report).await?;
-    eprintln!("loads");
-    bench_loads(&env, &mut report).await?;
-    eprintln!("projection");
-    bench_projection(&env, &mut report)
-        .await
-        .map_err(|e| format!("projection: {e}"))?;
+    if wanted("commands") {
+        eprintln!("commands");
+        bench_commands(&env, &mut report).await?;
+    }
+    if wanted("appends") {
+        eprintln!("appends");
+        bench_appends(&env, &mut report).await?;
+    }
+    if wanted("loads") {
+        eprintln!("loads");
+        bench_loads(&env, &mut report).await?;
+    }
+    if wanted("rebuild") {
+        eprintln!("rebuild");
+        bench_projection(&env, &mut report)
+            .await
+            .map_err(|e| format!("rebuild: {e}"))?;
+    }
 
     println!("## PostgreSQL settings\n");
     for (k, v) in settings(&env.url).await? {
         println!("- `{k}` = {v}");
     }
     println!(
-        "\n## Results (measured cells: {:.1} s after a 0.5 s warm-up; whole run {:.0} s)\n",
+        "\n## Results (measured cells: {:.1} s after a 0.5 s warm-up; {} rounds, implementations in rotating order; whole run {:.0} s)\n",
         measure_time().as_secs_f64(),
+        rounds(),
         started.elapsed().as_secs_f64()
     );
     println!(
@@ -1243,7 +1380,16 @@ async fn main() -> Res<()> {
             .unwrap_or_default()
             .trim()
     );
+    println!("Table sizes at the end (rows, bytes with indexes):\n");
+    for (table, rows, bytes) in table_sizes(&env).await? {
+        println!("- `{table}`: {rows} rows, {:.1} MB", bytes as f64 / 1e6);
+    }
+    println!();
     report.print();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&jsonl)?);
+    report.write_json_lines(&mut file)?;
+    std::io::Write::flush(&mut file)?;
+    eprintln!("cells written as JSON lines to {jsonl}");
     env.ours.pool().close().await;
     env.ours_quiet.pool().close().await;
     env.hand.close().await;
