@@ -135,6 +135,21 @@ pub fn pool(application_name: &str, connections: u32) -> PgPool {
         .connect_lazy_with(test_options(application_name))
 }
 
+/// A migrated store on a fresh schema whose connections do not wait for the WAL flush at
+/// commit (`synchronous_commit = off`): for the cancellation storms, whose operations must
+/// finish within a few milliseconds often enough to be acknowledged as well as dropped.
+pub async fn fresh_fast_store(options: StoreOptions, connections: u32) -> PostgresStore {
+    let schema = fresh_schema().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_lazy_with(test_options(&schema).options([("synchronous_commit", "off")]));
+    let store =
+        PostgresStore::from_pool_with(pool, options.schema(&schema)).expect("valid options");
+    store.migrate().await.expect("migrate");
+    store
+}
+
 /// A migrated store on a fresh schema.
 pub async fn fresh_store() -> PostgresStore {
     fresh_store_with(StoreOptions::new(), 8).await
@@ -150,13 +165,14 @@ pub async fn fresh_store_with(options: StoreOptions, connections: u32) -> Postgr
     store
 }
 
-/// A second handle onto `store`'s schema with a pool of its own: another "process".
+/// A second handle onto `store`'s schema with a pool of its own (same connection options):
+/// another "process".
 pub fn reopen(store: &PostgresStore, options: StoreOptions, connections: u32) -> PostgresStore {
-    PostgresStore::from_pool_with(
-        pool(store.schema(), connections),
-        options.schema(store.schema()),
-    )
-    .expect("valid options")
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_lazy_with((*store.pool().connect_options()).clone());
+    PostgresStore::from_pool_with(pool, options.schema(store.schema())).expect("valid options")
 }
 
 /// The inline projection the conformance suite runs with: counts each stream's events and
