@@ -91,7 +91,7 @@ impl DropClock {
 
     fn next_deadline(&mut self) -> Duration {
         self.attempt += 1;
-        let window = if self.attempt % 4 == 0 {
+        let window = if self.attempt.is_multiple_of(4) {
             Duration::from_millis(3)
         } else {
             self.window
