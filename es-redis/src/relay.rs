@@ -90,6 +90,7 @@ impl RedisRelayConfig {
 /// means here). Clones share the connection and state.
 ///
 /// ```no_run
+/// # #[allow(dead_code)]
 /// # async fn run() -> Result<(), es_core::Error> {
 /// use es_core::MemoryStore;
 /// use es_redis::{Layout, RedisRelay, RedisRelayConfig};
