@@ -1,6 +1,7 @@
 //! Single-active leases on PostgreSQL: a session-level advisory lock held on a dedicated
 //! connection.
 
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use es_core::{Error, Lease, Leases, check_name};
@@ -55,26 +56,50 @@ impl PostgresStore {
 /// as soon as the session ends, so another runner takes over at its next attempt, while the
 /// old holder learns it lost the lease within one check interval. In that short overlap both
 /// may run; [`ExactlyOnce`](crate::ExactlyOnce)'s checkpoint lock keeps them from applying a
-/// batch twice. Dropping the lease closes the connection, which releases the lock.
+/// batch twice. Dropping the lease closes the connection, which releases the lock. A standby
+/// keeps one connection between its attempts, so waiting costs no new session per poll.
 impl Leases for PostgresStore {
     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>, Error>> {
         Box::pin(async move {
             check_name(name, "lease name")?;
             let key = lease_key(&self.inner.schema, name);
-            let options = self.pool.connect_options();
-            let mut conn = PgConnection::connect_with(&options)
-                .await
-                .map_err(error::acquire)?;
-            // A future dropped from here on drops `conn`: the session ends and with it the lock.
-            let taken: bool = sqlx::query_scalar(AssertSqlSafe(sql::TRY_LEASE))
-                .bind(key)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(error::uncommitted)?;
-            if !taken {
-                if let Err(e) = conn.close().await {
-                    tracing::debug!(error = %e, "closing a lease connection");
+            // A standby tries again every poll interval: it keeps its connection between tries
+            // instead of opening one each time. A kept connection that died meanwhile is
+            // replaced by a new one at once.
+            let mut kept = self
+                .inner
+                .lease_standby
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(name);
+            let (conn, taken) = loop {
+                let reused = kept.is_some();
+                let mut conn = match kept.take() {
+                    Some(conn) => conn,
+                    None => PgConnection::connect_with(&self.pool.connect_options())
+                        .await
+                        .map_err(error::acquire)?,
+                };
+                // A future dropped from here on drops `conn`: the session ends, and with it
+                // the lock.
+                match sqlx::query_scalar::<_, bool>(AssertSqlSafe(sql::TRY_LEASE))
+                    .bind(key)
+                    .fetch_one(&mut conn)
+                    .await
+                {
+                    Ok(taken) => break (conn, taken),
+                    Err(e) if reused => {
+                        tracing::debug!(error = %e, lease = name, "a kept lease connection died; reconnecting");
+                    }
+                    Err(e) => return Err(error::uncommitted(e)),
                 }
+            };
+            if !taken {
+                self.inner
+                    .lease_standby
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(name.to_owned(), conn);
                 return Ok(None);
             }
             let (held, watching) = watch::channel(true);

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use es_core::{
@@ -197,6 +197,8 @@ pub(crate) struct Inner {
     pub(crate) signals: Arc<Signals>,
     pub(crate) listener: Arc<Listener>,
     pub(crate) lease_check: Duration,
+    /// The connection of each lease this store waits for (see `lease.rs`).
+    pub(crate) lease_standby: Arc<Mutex<HashMap<String, PgConnection>>>,
     inline: Vec<Arc<dyn InlineProjection>>,
 }
 
@@ -467,6 +469,7 @@ impl PostgresStore {
                 signals: Arc::new(Signals { local, notifier }),
                 listener: Arc::new(listener),
                 lease_check: options.lease_check_interval,
+                lease_standby: Arc::default(),
                 inline: Vec::new(),
             }),
         }
