@@ -105,19 +105,20 @@ impl Failure {
 }
 
 /// Runs `attempt` until it succeeds or fails with something other than a locked file,
-/// sleeping between tries (5 ms doubling to 250 ms, with jitter), for at most `patience`
-/// after the first failure; then the busy error becomes [`Error::Backend`] ([`StillBusy`]).
+/// pausing 1 to 4 ms (with jitter) between tries, for at most `patience` after the first
+/// failure; then the busy error becomes [`Error::Backend`] ([`StillBusy`]).
 ///
-/// SQLite's own busy handler already waits up to the connection's `busy_timeout` inside each
-/// attempt; this loop covers the cases it does not wait for (a snapshot that went stale, WAL
-/// recovery by another process) and bounds the whole wait.
+/// Each attempt already waits inside SQLite for its connection's `busy_timeout` (a short
+/// slice on the writer connection): this loop bounds the whole wait, keeps a waiting
+/// process trying often, and covers the cases SQLite does not wait for (a snapshot that went
+/// stale, WAL recovery by another process).
 pub(crate) async fn retry_busy<T, F, Fut>(patience: Duration, mut attempt: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
     let started = Instant::now();
-    let mut pause = Duration::from_millis(5);
+    let mut pause = Duration::from_millis(1);
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
@@ -130,7 +131,7 @@ where
                 tracing::debug!(error = %source, ?waited, "SQLite file busy; retrying");
                 let jitter = Duration::from_micros(u64::from(jitter_micros()) % 1000);
                 tokio::time::sleep(pause.min(patience - waited) + jitter).await;
-                pause = (pause * 2).min(Duration::from_millis(250));
+                pause = (pause * 2).min(Duration::from_millis(3));
             }
         }
     }

@@ -49,7 +49,7 @@ impl Default for StoreOptions {
 }
 
 impl StoreOptions {
-    /// Defaults: [`Durability::Full`], a 5 s busy timeout retried for up to 30 s, 4 reader
+    /// Defaults: [`Durability::Full`], writes waiting up to 30 s for the file's lock, 4 reader
     /// connections, other processes' commits noticed within 50 ms, leases of 10 s, default
     /// [`Limits`], the file created if missing.
     pub fn new() -> Self {
@@ -62,17 +62,20 @@ impl StoreOptions {
         self
     }
 
-    /// How long one statement waits inside SQLite for another connection's lock before it
-    /// gives up (`busy_timeout`, default 5 s). The store then retries; see
-    /// [`lock_patience`](Self::lock_patience).
+    /// How long a read waits inside SQLite for another connection's lock before it gives up
+    /// (`busy_timeout` of the reader connections, default 5 s; reads in WAL mode meet a lock
+    /// only while another process recovers the file after a crash). Writes wait in short
+    /// slices that the store retries; see [`lock_patience`](Self::lock_patience).
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
     }
 
-    /// How long an operation keeps retrying while the file is locked by another connection
-    /// (default 30 s) before it fails with [`es_core::Error::Backend`]. "database is locked"
-    /// never reaches the caller as such.
+    /// How long an operation keeps trying while the file is locked by another connection
+    /// (default 30 s) before it fails with [`es_core::Error::Backend`], nothing written.
+    /// "database is locked" never reaches the caller as such. Also how long an operation
+    /// waits for this store's writer connection while another task of this process holds it
+    /// (in a [`Tx`](crate::Tx)).
     pub fn lock_patience(mut self, patience: Duration) -> Self {
         self.lock_patience = patience;
         self

@@ -24,6 +24,14 @@ use crate::temp::TempDir;
 use crate::tx::Tx;
 use crate::watcher::Watcher;
 
+/// How long the writer connection waits inside SQLite for another process's write lock
+/// before the store's retry loop takes over. SQLite's busy handler sleeps 1, 2, 5, 10 ms
+/// and then ever longer, up to 100 ms, between tries: a waiting process then rarely meets
+/// the short gap between a busy process's transactions. Slices of this length, retried
+/// after a millisecond or two, keep trying every few milliseconds for as long as the store
+/// waits ([`StoreOptions::lock_patience`]).
+const WRITER_BUSY_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The schema's migrations, embedded from `es-sqlite/migrations`; [`SqliteStore::open`] runs
 /// them.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
@@ -132,15 +140,20 @@ impl SqliteStore {
             .create_if_missing(options.create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
-            .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
-        let read_only = connect.clone().pragma("query_only", "ON");
+        // Reads wait inside SQLite (they rarely meet a lock in WAL mode, and callers may use
+        // the reader pool directly); the writer waits a short slice at a time and the store's
+        // own loop tries again (see `error::retry_busy`).
+        let read_only = connect
+            .clone()
+            .busy_timeout(options.busy_timeout)
+            .pragma("query_only", "ON");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(0)
             .acquire_timeout(options.lock_patience)
             .test_before_acquire(false)
-            .connect_lazy_with(connect);
+            .connect_lazy_with(connect.busy_timeout(WRITER_BUSY_SLICE));
         migrate(&writer, &options).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.readers)

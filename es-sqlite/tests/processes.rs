@@ -105,23 +105,29 @@ async fn writer_follower(path: &Path) {
         let stream = StreamId::new("Own", format!("{me}-w{w}"));
         let tag = stream.aggregate_id.clone();
         writers.push(tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
             for i in 0..APPENDS {
                 let batch = (0..1 + i % 3)
                     .map(|k| new_event("Own", json!({ "i": i, "k": k })))
                     .collect();
+                let started = Instant::now();
                 store
                     .append(&stream, ExpectedVersion::Any, batch)
                     .await
                     .expect("append to an own stream");
+                slowest = slowest.max(started.elapsed());
                 if (i + 1) % SHARED_EVERY == 0 {
                     contested_append(&store, &format!("{tag}-{i}")).await;
                 }
             }
+            slowest
         }));
     }
+    let mut slowest = Duration::ZERO;
     for writer in writers {
-        writer.await.expect("writer");
+        slowest = slowest.max(writer.await.expect("writer"));
     }
+    eprintln!("process {me}: slowest append {slowest:?}");
     let seen = follower.await.expect("follower");
     let lines: String = seen
         .iter()
