@@ -519,7 +519,7 @@ async fn rebuild_cases(dir: &Path, events: u64) -> BoxResult<Vec<Figure>> {
     let mut figures = Vec::new();
     for typed in [false, true] {
         let (mut ours, mut hand) = (Vec::new(), Vec::new());
-        for _ in 0..2 {
+        for _ in 0..3 {
             let t = Instant::now();
             let count = if typed {
                 let mut consumer = Consumer::new(

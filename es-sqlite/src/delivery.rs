@@ -23,6 +23,55 @@ use crate::{SqliteStore, sql};
 /// [`SqliteStore::append_in`](crate::SqliteStore::append_in) with the `Tx` it is given:
 /// calling [`append`](es_core::StreamStore::append) on the store instead would wait for the
 /// write lock this transaction holds.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use es_core::prelude::*;
+/// use es_core::{BoxError, Consumer, Envelope, EventHandler, NewEvent};
+/// use es_sqlite::{SqliteStore, Tx};
+///
+/// #[event] pub struct Deposited { pub amount: i64 }
+/// #[derive(Aggregate, Default)]
+/// #[aggregate(events(Deposited))]
+/// pub struct Wallet { balance: i64 }
+/// impl Apply<Deposited> for Wallet { fn apply(&mut self, e: &Deposited) { self.balance += e.amount; } }
+///
+/// /// Balances in a table of the store's own file, moved with the checkpoint.
+/// struct Balances;
+/// impl EventHandler<Tx> for Balances {
+///     type Event = WalletEvent;
+///     async fn handle(&mut self, tx: &mut Tx, e: &Envelope<WalletEvent>) -> Result<(), BoxError> {
+///         let WalletEvent::Deposited(d) = &e.event;
+///         sqlx::query("INSERT INTO balances VALUES (?1, ?2) \
+///                      ON CONFLICT (id) DO UPDATE SET balance = balance + excluded.balance")
+///             .bind(&e.record.stream.aggregate_id)
+///             .bind(d.amount)
+///             .execute(&mut **tx)
+///             .await?;
+///         Ok(())
+///     }
+/// }
+///
+/// let store = SqliteStore::temporary().await?;
+/// let mut tx = store.begin().await?;
+/// sqlx::query("CREATE TABLE balances (id TEXT PRIMARY KEY, balance INTEGER NOT NULL)")
+///     .execute(&mut *tx)
+///     .await
+///     .map_err(es_core::Error::backend)?;
+/// tx.commit().await?;
+///
+/// let deposit = NewEvent::from_event(&Deposited { amount: 5 }, Metadata::new())?;
+/// store.append(&StreamId::new("Wallet", "w-1"), ExpectedVersion::NoStream, vec![deposit]).await?;
+/// let mut balances = Consumer::new("balances", store.clone(), store.transactional(), Balances);
+/// balances.catch_up().await?;
+/// let balance: i64 = sqlx::query_scalar("SELECT balance FROM balances WHERE id = 'w-1'")
+///     .fetch_one(store.reader())
+///     .await
+///     .map_err(es_core::Error::backend)?;
+/// assert_eq!(balance, 5);
+/// # Ok::<(), es_core::Error>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Transactional {
     store: SqliteStore,

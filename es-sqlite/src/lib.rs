@@ -84,11 +84,17 @@
 //!
 //! Any number of processes may open the same file (on a local file system: WAL needs shared
 //! memory). Within a process, writes queue for the store's one writer connection, in order.
-//! Across processes they serialise on SQLite's write lock: a statement waits for it up to
-//! [`StoreOptions::busy_timeout`] inside SQLite, and the store retries an operation that still
-//! finds the file busy, with jittered backoff, for up to [`StoreOptions::lock_patience`]; only
-//! then does it fail, as [`Error::Backend`](es_core::Error::Backend) saying nothing was
-//! written. "database is locked" never reaches a caller as such.
+//! Across processes they serialise on SQLite's write lock. SQLite's own busy handler sleeps
+//! ever longer between tries (up to 100 ms), so a process waiting behind a busy one rarely
+//! meets the short gap between its transactions; the writer connection therefore waits in
+//! slices of 20 ms, and the store tries again after a millisecond or two, for up to
+//! [`StoreOptions::lock_patience`] (30 s). Only then does the operation fail, as
+//! [`Error::Backend`](es_core::Error::Backend) saying nothing was written: "database is
+//! locked" never reaches a caller as such. Every write begins with `BEGIN IMMEDIATE`, so no
+//! transaction ever has to upgrade a read lock (which SQLite refuses at once with
+//! `SQLITE_BUSY_SNAPSHOT` rather than waiting). Reads wait inside SQLite
+//! ([`StoreOptions::busy_timeout`], 5 s); in WAL mode they meet a lock only while a process
+//! recovers the file after a crash.
 //!
 //! Followers in every process see every event: the never-skip argument above holds for any
 //! connection. Appends through a store wake that store's followers at once; a commit by any
@@ -106,7 +112,9 @@
 //!
 //! - One writer at a time per file: appends from all processes are serialised (in this
 //!   process, FIFO; across processes, by SQLite's lock, which is not fair). A
-//!   [`Transactional`] batch holds the write lock while its handler runs.
+//!   [`Transactional`] batch holds the write lock while its handler runs; one that runs
+//!   longer than three quarters of [`StoreOptions::lease_ttl`] also keeps the lease's
+//!   heartbeat from writing, and the consumer loses its lease.
 //! - A handler running in a [`Tx`] must append through
 //!   [`SqliteStore::append_in`], not [`append`](es_core::StreamStore::append), which would
 //!   wait for the lock the `Tx` holds.
