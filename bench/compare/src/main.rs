@@ -15,6 +15,7 @@
 //! - `BENCH_ROUNDS` (default 3) is how many rounds are taken; within a round the
 //!   implementations take turns in an order that rotates from round to round.
 //! - `BENCH_JSONL` (default `bench/compare/results.jsonl`) is where the JSON lines go.
+//! - `BENCH_REBUILD_EVENTS` (default 1,000,000) sizes the rebuild's log, for smoke runs.
 //! - `BENCH_ONLY` (for example `commands,appends`) runs a subset of `commands`, `appends`,
 //!   `loads` and `rebuild`.
 //!
@@ -64,7 +65,6 @@ type Res<T> = Result<T, Box<dyn StdError + Send + Sync>>;
 const DB: &str = "es_bench";
 const ACCOUNTS_PER_WRITER: usize = 200;
 const LOAD_EVENTS: i64 = 10_000;
-const PROJECTION_EVENTS: i64 = 1_000_000;
 
 // ------------------------------------------------------------------------------------------
 // Measuring
@@ -97,6 +97,15 @@ fn rounds() -> usize {
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(3)
         .max(1)
+}
+
+/// Events in the rebuild's log: 1M unless `BENCH_REBUILD_EVENTS` says otherwise (smoke runs).
+fn projection_events() -> i64 {
+    std::env::var("BENCH_REBUILD_EVENTS")
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or(1_000_000)
+        .max(10_000)
 }
 
 fn measure_time() -> Duration {
@@ -892,7 +901,7 @@ async fn bench_loads(env: &Env, report: &mut Report) -> Res<()> {
                     report.add(
                         op,
                         Kind::Hand,
-                        "hand-written: SELECT the same 4 columns + fold",
+                        "hand-written: same-columns SELECT (version, name, schema version, payload) + fold",
                         rate,
                         "loads/s",
                     );
@@ -1015,7 +1024,7 @@ async fn bench_loads(env: &Env, report: &mut Report) -> Res<()> {
                     report.add(
                         op,
                         Kind::Hand,
-                        "hand-written: one SELECT of snapshot + events after",
+                        "hand-written: one-statement SELECT of the snapshot and the events after it",
                         rate,
                         "loads/s",
                     );
@@ -1116,7 +1125,7 @@ async fn rebuild_cell(
             .batch_size(batch);
             let progress = consumer.rebuild(|_| {}).await?;
             let secs = start.elapsed().as_secs_f64();
-            if progress.done != PROJECTION_EVENTS as u64 {
+            if progress.done != projection_events() as u64 {
                 return Err(format!("ours rebuilt {} events", progress.done).into());
             }
             Ok((
@@ -1169,14 +1178,14 @@ async fn rebuild_cell(
                 }
             }
             let secs = start.elapsed().as_secs_f64();
-            if seen != PROJECTION_EVENTS as u64 {
+            if seen != projection_events() as u64 {
                 return Err(format!("keyset loop read {seen} events").into());
             }
             Ok((
                 checksum(&model),
                 secs,
                 Kind::Hand,
-                format!("hand-written: keyset SELECT loop ({batch} rows, all columns) + fold"),
+                format!("hand-written: keyset/{batch} SELECT loop, all columns, + fold"),
             ))
         }
         RebuildImpl::Copy => {
@@ -1220,7 +1229,7 @@ async fn rebuild_cell(
                 seen += 1;
             }
             let secs = start.elapsed().as_secs_f64();
-            if seen != PROJECTION_EVENTS as u64 {
+            if seen != projection_events() as u64 {
                 return Err(format!("postgres-es replayed {seen} events").into());
             }
             Ok((
@@ -1239,6 +1248,7 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
         StoreOptions::new().schema("proj").max_connections(4),
     )
     .await?;
+    let events = projection_events();
     let started = Instant::now();
     // 1M events over 10,000 accounts, 100 versions each; version 1 opens the account.
     sqlx::query(AssertSqlSafe(format!(
@@ -1249,7 +1259,7 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
                      ELSE jsonb_build_object('amount', g % 1000 + 1, 'reference', 'ref-' || g) END,
                 jsonb_build_object('correlation_id', gen_random_uuid(), 'user_id', 'user-' || (g % 100)),
                 now()
-         FROM generate_series(0, {PROJECTION_EVENTS} - 1) g"
+         FROM generate_series(0, {events} - 1) g"
     )))
     .execute(&env.hand)
     .await?;
@@ -1260,7 +1270,7 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
                 CASE WHEN g < 10000 THEN json_build_object('AccountOpened', json_build_object('owner', 'owner-' || g, 'overdraft_limit', 0))
                      ELSE json_build_object('MoneyDeposited', json_build_object('amount', g % 1000 + 1, 'reference', 'ref-' || g)) END,
                 json_build_object('correlation_id', gen_random_uuid(), 'user_id', 'user-' || (g % 100))
-         FROM generate_series(0, {PROJECTION_EVENTS} - 1) g"
+         FROM generate_series(0, {events} - 1) g"
     )))
     .execute(&env.hand)
     .await?;
@@ -1270,11 +1280,15 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
             .await?;
     }
     eprintln!(
-        "  seeded 2 x 1M events in {:.1} s",
+        "  seeded 2 x {events} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
-    let op = "rebuild an in-memory read model from 1M events";
+    let op: &'static str = if events == 1_000_000 {
+        "rebuild an in-memory read model from 1M events"
+    } else {
+        Box::leak(format!("rebuild an in-memory read model from {events} events").into_boxed_str())
+    };
     let all = [
         RebuildImpl::Ours(500),
         RebuildImpl::Keyset(500),
@@ -1295,7 +1309,13 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
                     );
                 }
             }
-            report.add(op, kind, label, PROJECTION_EVENTS as f64 / secs, "events/s");
+            report.add(
+                op,
+                kind,
+                label,
+                projection_events() as f64 / secs,
+                "events/s",
+            );
         }
     }
     store.pool().close().await;

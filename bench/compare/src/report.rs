@@ -203,13 +203,16 @@ impl Report {
     }
 }
 
+/// A baseline's name in a ratio cell: the first two words of what it does.
 fn short(system: &str) -> String {
     match system.split_once(": ") {
         Some(("hand-written", what)) => what
             .split_whitespace()
-            .take(3)
+            .take(2)
             .collect::<Vec<_>>()
-            .join(" "),
+            .join(" ")
+            .trim_end_matches(',')
+            .to_owned(),
         Some((who, _)) => who.to_owned(),
         None => system.to_owned(),
     }
