@@ -1,4 +1,4 @@
-//! The input rules of [`Limits`](crate::Limits): what one store accepts every store accepts,
+//! The input rules of [`Limits`]: what one store accepts every store accepts,
 //! and what one refuses every store refuses with [`Error::Invalid`], before writing anything.
 
 use chrono::Utc;
