@@ -225,47 +225,47 @@ impl RedisRelay {
         } else {
             config.keys.head()
         };
+        // The keys first (EVALSHA takes them before the arguments).
         let mut keys = vec![guard];
         let mut key_index: HashMap<&str, usize> = HashMap::new();
-        let mut args: Vec<String> = Vec::with_capacity(5 + FIELDS.len() + chunk.len() * 14);
-        args.push(config.layout.script_name().to_owned());
-        args.push(config.max_len.map(|n| n.to_string()).unwrap_or_default());
-        args.push(config.publish.clone().unwrap_or_default());
-        args.push(prev.to_string());
-        args.push(FIELDS.len().to_string());
-        args.extend(FIELDS.iter().map(|f| (*f).to_owned()));
-        let mut previous = prev;
-        for envelope in chunk {
-            let event = &envelope.record;
-            let index = if config.layout.writes_per_type() {
-                let aggregate_type = event.stream.aggregate_type.as_str();
-                match key_index.get(aggregate_type) {
-                    Some(index) => *index,
-                    None => {
-                        keys.push(config.keys.per_type(aggregate_type));
-                        key_index.insert(aggregate_type, keys.len());
-                        keys.len()
-                    }
+        if config.layout.writes_per_type() {
+            for envelope in chunk {
+                let aggregate_type = envelope.record.stream.aggregate_type.as_str();
+                if !key_index.contains_key(aggregate_type) {
+                    keys.push(config.keys.per_type(aggregate_type));
+                    key_index.insert(aggregate_type, keys.len());
                 }
-            } else {
-                0
-            };
-            args.push(event.position.to_string());
-            args.push(index.to_string());
-            args.push(match config.publish {
-                Some(_) => publish_message(event)?,
-                None => String::new(),
-            });
-            args.push(event.stream.aggregate_type.clone());
-            args.extend(field_values(event, previous)?);
-            previous = event.position;
+            }
         }
         let mut command = redis::cmd("EVALSHA");
         command
             .arg(self.inner.publish.get_hash())
             .arg(keys.len())
             .arg(&keys)
-            .arg(&args);
+            .arg(config.layout.script_name())
+            .arg(config.max_len.map(|n| n.to_string()).unwrap_or_default())
+            .arg(config.publish.as_deref().unwrap_or_default())
+            .arg(prev)
+            .arg(FIELDS.len())
+            .arg(&FIELDS[..]);
+        let mut previous = prev;
+        for envelope in chunk {
+            let event = &envelope.record;
+            let index = key_index
+                .get(event.stream.aggregate_type.as_str())
+                .copied()
+                .unwrap_or(0);
+            command.arg(event.position).arg(index);
+            match config.publish {
+                Some(_) => command.arg(publish_message(event)?),
+                None => command.arg(""),
+            };
+            command.arg(&event.stream.aggregate_type);
+            for value in field_values(event, previous)? {
+                command.arg(value);
+            }
+            previous = event.position;
+        }
         Ok(command)
     }
 

@@ -51,17 +51,23 @@ local nfields = tonumber(ARGV[5])
 local names = {}
 for f = 1, nfields do names[f] = ARGV[5 + f] end
 
+-- One argument table for every XADD, filled in place: {key, [MAXLEN ~ n,] id, name, value, ...}.
+local args = { '' }
+if maxlen ~= '' then
+  args[2] = 'MAXLEN'
+  args[3] = '~'
+  args[4] = maxlen
+end
+local id_slot = #args + 1
+for f = 1, nfields do
+  args[id_slot + 2 * f - 1] = names[f]
+end
+
 local function xadd(key, id, base)
-  local args = { key }
-  if maxlen ~= '' then
-    args[#args + 1] = 'MAXLEN'
-    args[#args + 1] = '~'
-    args[#args + 1] = maxlen
-  end
-  args[#args + 1] = id
+  args[1] = key
+  args[id_slot] = id
   for f = 1, nfields do
-    args[#args + 1] = names[f]
-    args[#args + 1] = ARGV[base + f]
+    args[id_slot + 2 * f] = ARGV[base + f]
   end
   return redis.pcall('XADD', unpack(args))
 end
