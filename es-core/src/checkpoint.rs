@@ -46,11 +46,16 @@ impl ParkedEvent {
             stream: event.stream.clone(),
             version: event.version,
             event_name: event.event_name.clone(),
-            error: error.to_string(),
-            attempts,
+            error: printable(&error.to_string()),
+            attempts: attempts.min(i32::MAX as u32),
             parked_at: Utc::now(),
         }
     }
+}
+
+/// `text` with NUL characters replaced (databases cannot store them in text columns).
+pub(crate) fn printable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
 }
 
 /// Consumer progress: the last position each consumer processed, and the events it parked.
@@ -122,6 +127,28 @@ pub fn check_checkpoint(name: &str, position: u64) -> Result<(), Error> {
     check_i64(position, "checkpoint position")
 }
 
+/// Checks a parked event the way every store does before writing it: the consumer name and
+/// the position as for checkpoints, the stream id, a version within `i64`, at most `i32::MAX`
+/// attempts, and no NUL in the event name or error text.
+pub fn check_parked(consumer: &str, parked: &ParkedEvent) -> Result<(), Error> {
+    check_checkpoint(consumer, parked.position)?;
+    crate::limits::check_stream(&parked.stream)?;
+    check_i64(parked.version, "parked event version")?;
+    if i32::try_from(parked.attempts).is_err() {
+        return Err(Error::Invalid(format!(
+            "parked event attempts {} exceed {}",
+            parked.attempts,
+            i32::MAX
+        )));
+    }
+    if parked.event_name.contains('\0') || parked.error.contains('\0') {
+        return Err(Error::Invalid(
+            "a parked event's name or error contains the NUL character".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checkpoints and parked events in this process's memory: for views rebuilt at every start,
 /// which should write nothing to the event store. Clones share the same data.
 #[derive(Debug, Clone, Default)]
@@ -181,16 +208,18 @@ impl CheckpointStore for LocalCheckpoints {
     }
 
     async fn park(&self, consumer: &str, parked: &ParkedEvent) -> Result<(), Error> {
-        check_checkpoint(consumer, parked.position)?;
+        check_parked(consumer, parked)?;
         self.lock().park(consumer, parked);
         Ok(())
     }
 
     async fn parked(&self, consumer: &str) -> Result<Vec<ParkedEvent>, Error> {
+        check_name(consumer, "consumer name")?;
         Ok(self.lock().parked(consumer))
     }
 
     async fn unpark(&self, consumer: &str, position: u64) -> Result<bool, Error> {
+        check_name(consumer, "consumer name")?;
         Ok(self.lock().unpark(consumer, position))
     }
 }

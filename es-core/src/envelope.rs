@@ -179,7 +179,7 @@ impl RecordedEvent {
 }
 
 /// A stored event without its envelope: only what replaying an aggregate needs.
-/// [`EventStore::load_stream`](crate::EventStore::load_stream) returns these, so a backend
+/// [`SnapshotStore::load_stream`](crate::SnapshotStore::load_stream) returns these, so a backend
 /// loading an aggregate neither reads nor parses ids, metadata and timestamps.
 #[derive(Debug, Clone)]
 pub struct ReplayEvent {

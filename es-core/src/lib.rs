@@ -76,7 +76,9 @@ mod store;
 pub mod testing;
 
 pub use aggregate::{Aggregate, Apply};
-pub use checkpoint::{CheckpointStore, LocalCheckpoints, ParkedEvent, check_checkpoint};
+pub use checkpoint::{
+    CheckpointStore, LocalCheckpoints, ParkedEvent, check_checkpoint, check_parked,
+};
 pub use command::CommandKey;
 pub use consumer::{
     AnyEvent, AtLeastOnce, BatchError, Consumer, ConsumerHandle, ConsumerState, Delivery, Envelope,

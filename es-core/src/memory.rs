@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::checkpoint::{CheckpointStore, Local, ParkedEvent, check_checkpoint};
+use crate::checkpoint::{CheckpointStore, Local, ParkedEvent, check_checkpoint, check_parked};
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot, StreamId};
 use crate::error::Error;
 use crate::lease::{Lease, Leases, LocalLeases};
@@ -195,6 +195,7 @@ impl StreamStore for MemoryStore {
         stream: &StreamId,
         query: &StreamQuery,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        check_stream(stream)?;
         let inner = self.read();
         let Some(indices) = inner.streams.get(stream) else {
             return Ok(Vec::new());
@@ -213,6 +214,7 @@ impl StreamStore for MemoryStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
+        check_stream(stream)?;
         Ok(self.read().stream_version(stream))
     }
 
@@ -224,6 +226,7 @@ impl StreamStore for MemoryStore {
 
 impl SnapshotStore for MemoryStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, Error> {
+        check_stream(stream)?;
         Ok(self.read().snapshots.get(stream).cloned())
     }
 
@@ -310,8 +313,7 @@ impl CheckpointStore for MemoryStore {
     }
 
     async fn park(&self, consumer: &str, parked: &ParkedEvent) -> Result<(), Error> {
-        check_checkpoint(consumer, parked.position)?;
-        check_stream(&parked.stream)?;
+        check_parked(consumer, parked)?;
         self.write().consumers.park(consumer, parked);
         Ok(())
     }

@@ -190,35 +190,47 @@ impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
         let (snapshot, events) = self.store.load_stream(stream, state_version).await?;
         let mut loaded = match snapshot.as_ref().map(restore::<A>) {
             Some(Some(restored)) => restored,
-            Some(None) => {
-                // The snapshot is unusable and `events` start after it: replay everything.
-                let mut loaded = Loaded {
-                    state: A::default(),
-                    version: 0,
-                };
-                let events = self.store.read_stream(stream, &StreamQuery::all()).await?;
-                apply_recorded(&mut loaded, &events)?;
-                return Ok(loaded);
-            }
+            // The snapshot is unusable and `events` start after it: replay everything.
+            Some(None) => return self.replay_all(stream).await,
             None => Loaded {
                 state: A::default(),
                 version: 0,
             },
         };
-        if let (Some(snapshot), Some(first)) = (&snapshot, events.first())
-            && first.version != snapshot.version + 1
+        if let Some(snapshot) = &snapshot
+            && !self
+                .snapshot_meets_stream(stream, snapshot.version, events.first())
+                .await?
         {
-            // A snapshot taken beyond the stream (restored from a backup, say) is not trusted.
+            // A snapshot beyond its stream (restored from a backup, say) is not trusted.
             tracing::warn!(%stream, snapshot = snapshot.version, "snapshot does not meet its stream; replaying all events");
-            loaded = Loaded {
-                state: A::default(),
-                version: 0,
-            };
-            let events = self.store.read_stream(stream, &StreamQuery::all()).await?;
-            apply_recorded(&mut loaded, &events)?;
-            return Ok(loaded);
+            return self.replay_all(stream).await;
         }
         apply_replayed(&mut loaded, stream, &events)?;
+        Ok(loaded)
+    }
+
+    /// Whether a snapshot at `version` continues into the stream: the first event after it
+    /// is the next version, or (no event after it) the stream is exactly that long.
+    async fn snapshot_meets_stream(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        next: Option<&ReplayEvent>,
+    ) -> Result<bool, Error> {
+        Ok(match next {
+            Some(next) => next.version == version + 1,
+            None => self.store.stream_version(stream).await? == version,
+        })
+    }
+
+    async fn replay_all(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
+        let mut loaded = Loaded {
+            state: A::default(),
+            version: 0,
+        };
+        let events = self.store.read_stream(stream, &StreamQuery::all()).await?;
+        apply_recorded(&mut loaded, &events)?;
         Ok(loaded)
     }
 
@@ -246,6 +258,23 @@ impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
             AsOf::Time(time) => StreamQuery::all().until(time),
         };
         let events = self.store.read_stream(&stream, &query).await?;
+        if loaded.version > 0 && events.is_empty() {
+            // Started from a snapshot with nothing after it: trust it only if the stream is at
+            // least that long.
+            if self.store.stream_version(&stream).await? < loaded.version {
+                loaded = Loaded {
+                    state: A::default(),
+                    version: 0,
+                };
+                let query = match as_of {
+                    AsOf::Version(version) => StreamQuery::from(1..=version),
+                    AsOf::Time(time) => StreamQuery::all().until(time),
+                };
+                let events = self.store.read_stream(&stream, &query).await?;
+                apply_recorded(&mut loaded, &events)?;
+            }
+            return Ok(loaded);
+        }
         apply_recorded(&mut loaded, &events)?;
         Ok(loaded)
     }

@@ -151,7 +151,8 @@ impl<R: RangeBounds<u64>> From<R> for StreamQuery {
 ///   value) returns the events as first stored, whatever the expected version, and writes
 ///   nothing; the same id with other content is [`Error::DuplicateEventId`];
 /// - input is checked by [`Limits`](crate::Limits) before any I/O, the same way on every
-///   store;
+///   store; reads by stream check the stream id the same way ([`check_stream`](crate::check_stream)),
+///   so an id no append could store is [`Error::Invalid`], not an empty stream;
 /// - a dropped append future leaves the append committed whole or not at all.
 pub trait StreamStore: Send + Sync {
     /// Appends `events` to `stream` atomically if `expected` holds, returning them as recorded.

@@ -62,6 +62,13 @@ pub trait Delivery: Send + Sync {
         consumer: &str,
     ) -> impl Future<Output = Result<Vec<ParkedEvent>, Error>> + Send;
 
+    /// Makes the consumer's checkpoint durable if this delivery deferred it. The runtime calls
+    /// it when a consumer is caught up, at the end of a catch-up, and when it stops.
+    fn flush(&self, consumer: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = consumer;
+        async { Ok(()) }
+    }
+
     /// Forgets anything cached about `consumer`'s checkpoint, so that the next
     /// [`Delivery::begin`] reads the stored one. The runtime calls it whenever it takes the
     /// consumer's lease: another runner may have moved the checkpoint meanwhile.
@@ -189,6 +196,15 @@ impl<C: CheckpointStore> Delivery for AtLeastOnce<C> {
 
     async fn parked(&self, consumer: &str) -> Result<Vec<ParkedEvent>, Error> {
         self.checkpoints.parked(consumer).await
+    }
+
+    async fn flush(&self, consumer: &str) -> Result<(), Error> {
+        match self.cached(consumer) {
+            Some(progress) if progress.saved != progress.position => {
+                self.commit((), consumer, progress.position, true).await
+            }
+            _ => Ok(()),
+        }
     }
 
     fn refresh(&self, consumer: &str) {

@@ -347,6 +347,7 @@ where
                 }
             }
         }
+        self.delivery.flush(&self.name).await?;
         progress.elapsed = began.elapsed();
         self.set_state(ConsumerState::Live, |s| s.head = s.head.max(head));
         Ok(progress)
@@ -803,6 +804,9 @@ where
                 }
                 if lease.as_ref().is_some_and(|l| !l.is_held()) {
                     tracing::warn!(consumer = %self.name, "lease lost; waiting to take it again");
+                    // Another runner may move the checkpoint from now on; saving ours could
+                    // move it back, so it is dropped (at least once: events may repeat).
+                    self.delivery.refresh(&self.name);
                     continue 'outer;
                 }
                 while let Ok(request) = requests.try_recv() {
@@ -815,6 +819,9 @@ where
                     }
                     Ok(Step::Idle) => {
                         failures = 0;
+                        if let Err(error) = self.delivery.flush(&self.name).await {
+                            tracing::warn!(consumer = %self.name, %error, "cannot save the checkpoint; retrying later");
+                        }
                         if let Ok(head) = self.log.head_position().await {
                             self.status.send_modify(|s| {
                                 s.head = head;
@@ -852,6 +859,9 @@ where
                 }
             }
         };
+        if let Err(error) = self.delivery.flush(&self.name).await {
+            tracing::warn!(consumer = %self.name, %error, "cannot save the checkpoint at shutdown");
+        }
         if result.is_ok() {
             self.set_state(ConsumerState::ShutDown, |_| {});
         }

@@ -96,7 +96,6 @@ macro_rules! conformance_tests {
             snapshots::snapshot_ties_replace,
             snapshots::snapshots_round_trip_every_field,
             snapshots::load_stream_uses_matching_snapshot,
-            #[ignore = "es-core bug: Repository::load_stream trusts a snapshot beyond the stream's end when no event follows it"]
             snapshots::snapshot_newer_than_its_stream_makes_the_repository_replay,
             log::read_log_pages_have_exact_sizes,
             log::read_log_with_limit_zero_or_past_the_head_is_empty,
@@ -125,7 +124,6 @@ macro_rules! conformance_tests {
             consumers::at_least_once_survives_a_drop_between_handling_and_checkpoint,
             consumers::a_parked_event_is_kept_and_the_consumer_goes_on,
             consumers::wait_for_returns_once_the_position_is_applied,
-            #[ignore = "es-core bug: AtLeastOnce with its default interval saves no checkpoint when caught up or stopped"]
             consumers::at_least_once_saves_the_checkpoint_when_caught_up_and_at_shutdown,
         );
         $crate::conformance_tests!(@two $fresh; $store; $other;
