@@ -153,7 +153,9 @@ async fn raw(url: &str, settings: &StreamSettings, events: &[RecordedEvent]) -> 
         headers.insert("Es-Aggregate-Id", e.stream.aggregate_id.as_str());
         headers.insert(
             "Es-Recorded-At",
-            e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true).as_str(),
+            e.recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                .as_str(),
         );
         let envelope = serde_json::json!({
             "aggregate_type": e.stream.aggregate_type,
@@ -162,8 +164,14 @@ async fn raw(url: &str, settings: &StreamSettings, events: &[RecordedEvent]) -> 
             "metadata": e.metadata,
         });
         headers.insert("Es-Envelope", envelope.to_string().as_str());
-        let subject = es_nats::event_subject(&settings.subject_prefix, &e.stream.aggregate_type, &e.stream.aggregate_id);
-        let message = PublishMessage::build().headers(headers).payload(e.payload.get().to_owned().into());
+        let subject = es_nats::event_subject(
+            &settings.subject_prefix,
+            &e.stream.aggregate_type,
+            &e.stream.aggregate_id,
+        );
+        let message = PublishMessage::build()
+            .headers(headers)
+            .payload(e.payload.get().to_owned().into());
         pending.push_back(js.send_publish(subject, message).await.expect("publish"));
         if pending.len() >= IN_FLIGHT {
             pending.pop_front().expect("pending").await.expect("ack");
@@ -191,17 +199,28 @@ async fn relay(url: &str, settings: &StreamSettings, store: &MemoryStore) -> f64
     progress.done as f64 / began.elapsed().as_secs_f64()
 }
 
-async fn latency(url: &str, settings: &StreamSettings, events: usize) -> (Duration, Duration, Duration) {
+async fn latency(
+    url: &str,
+    settings: &StreamSettings,
+    events: usize,
+) -> (Duration, Duration, Duration) {
     let store = MemoryStore::new();
     let relay = JetStreamRelay::new(url, JetStreamRelayConfig::new(settings.clone()))
         .consumer("relay", store.clone())
         .spawn();
     // The stream must exist before the source attaches.
     store
-        .append(&StreamId::new("Account", "first"), ExpectedVersion::Any, vec![event(0)])
+        .append(
+            &StreamId::new("Account", "first"),
+            ExpectedVersion::Any,
+            vec![event(0)],
+        )
         .await
         .expect("append");
-    relay.wait_for(1, Duration::from_secs(30)).await.expect("relay started");
+    relay
+        .wait_for(1, Duration::from_secs(30))
+        .await
+        .expect("relay started");
     let arrivals = Arc::new(Mutex::new(HashMap::new()));
     let (log, delivery) = JetStreamSource::new(url, settings.clone()).durable("latency");
     let consumer = Consumer::new("latency", log, delivery, Arrivals(arrivals.clone())).spawn();
@@ -239,7 +258,10 @@ async fn latency(url: &str, settings: &StreamSettings, events: usize) -> (Durati
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let events: usize = std::env::var("BENCH_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let events: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
     let name = format!("ES_NATS_BENCH_{}", std::process::id());
     let store = MemoryStore::new();
     fill(&store, events).await;
@@ -248,7 +270,10 @@ async fn main() {
         "es-nats bench: {events} events (~{} bytes of payload each), batches of {BATCH}, {IN_FLIGHT} acks in flight",
         log[0].payload.get().len()
     );
-    println!("consumer runtime alone (no-op handler over the memory log): {:.0} ev/s", runtime_only(&store).await);
+    println!(
+        "consumer runtime alone (no-op handler over the memory log): {:.0} ev/s",
+        runtime_only(&store).await
+    );
     let rounds = 5;
     let (mut raws, mut relays) = (vec![], vec![]);
     for round in 0..rounds {
@@ -259,7 +284,10 @@ async fn main() {
         let relay_stream = settings(&format!("{name}_RELAY{round}"));
         relays.push(relay(&url, &relay_stream, &store).await);
         delete(&url, &relay_stream).await;
-        println!("round {round}: raw publishes {:.0} | relay {:.0} (ev/s)", raws[round], relays[round]);
+        println!(
+            "round {round}: raw publishes {:.0} | relay {:.0} (ev/s)",
+            raws[round], relays[round]
+        );
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -272,6 +300,8 @@ async fn main() {
     );
     let latency_stream = settings(&format!("{name}_LATENCY"));
     let (p50, p99, max) = latency(&url, &latency_stream, 2_000).await;
-    println!("end-to-end latency append -> JetStream -> durable consumer (2,000 events, one every 2 ms): p50 {p50:?}, p99 {p99:?}, max {max:?}");
+    println!(
+        "end-to-end latency append -> JetStream -> durable consumer (2,000 events, one every 2 ms): p50 {p50:?}, p99 {p99:?}, max {max:?}"
+    );
     delete(&url, &latency_stream).await;
 }
