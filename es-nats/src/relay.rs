@@ -363,6 +363,12 @@ impl Delivery for JetStreamRelay {
         Ok(())
     }
 
+    /// Reads the stream again on the next batch (the runtime calls it when it takes the
+    /// relay's lease: another relay may have published meanwhile).
+    fn refresh(&self, _consumer: &str) {
+        self.stale();
+    }
+
     async fn park(&self, _tx: &mut (), consumer: &str, parked: &ParkedEvent) -> Result<(), Error> {
         Err(Error::Invalid(format!(
             "relay `{consumer}` cannot skip position {}: a relay never leaves a gap in the stream",

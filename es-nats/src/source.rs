@@ -95,6 +95,7 @@ impl JetStreamSource {
             durable_name: escape(name),
             settings,
             state: Mutex::new(Durable::default()),
+            reattach: std::sync::atomic::AtomicBool::new(false),
         });
         (
             JetStreamLog {
@@ -165,6 +166,8 @@ struct Shared {
     durable_name: String,
     settings: DurableSettings,
     state: Mutex<Durable>,
+    /// Set by [`Delivery::refresh`]: attach again before the next read.
+    reattach: std::sync::atomic::AtomicBool,
 }
 
 /// What the pair knows of its durable consumer.
@@ -376,6 +379,12 @@ impl Shared {
 
     async fn begin(&self) -> Result<u64, Error> {
         let mut state = self.state.lock().await;
+        if self
+            .reattach
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            state.consumer = None;
+        }
         if state.consumer.is_none() {
             self.attach(&mut state).await?;
         }
@@ -591,6 +600,16 @@ impl Delivery for JetStreamDelivery {
 
     async fn rollback(&self, _tx: ()) -> Result<(), Error> {
         Ok(())
+    }
+
+    /// Attaches to the durable consumer again before the next batch (the runtime calls it
+    /// when it takes the consumer's lease: another process may have moved the ack floor).
+    fn refresh(&self, consumer: &str) {
+        if consumer == self.shared.consumer {
+            self.shared
+                .reattach
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     async fn park(&self, _tx: &mut (), consumer: &str, parked: &ParkedEvent) -> Result<(), Error> {
