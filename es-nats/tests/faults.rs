@@ -241,7 +241,8 @@ async fn broker_refusing_then_dropping_connections_loses_nothing() {
         let store = store.clone();
         async move { write(&store, 8, 250, Duration::from_millis(1)).await }
     });
-    // The last outage lasts longer than the request timeout (2 s): publishes time out.
+    // After each fault, events the relay must publish over the broken connection; the last
+    // outage lasts longer than the request timeout (2 s), so publishes time out.
     for round in 0..6 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         if round % 2 == 0 {
@@ -249,10 +250,12 @@ async fn broker_refusing_then_dropping_connections_loses_nothing() {
         } else {
             proxy.close();
             proxy.drop_connections();
+            write(&store, 1, 20, Duration::ZERO).await;
             let outage = if round == 5 { 3_000 } else { 400 };
             tokio::time::sleep(Duration::from_millis(outage)).await;
             proxy.open().await;
         }
+        write(&store, 1, 20, Duration::ZERO).await;
     }
     writers.await.expect("writers");
     let head = store.head_position().await.expect("head");

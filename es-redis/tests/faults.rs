@@ -252,6 +252,7 @@ async fn broker_refusing_then_dropping_connections_loses_nothing() {
         let store = store.clone();
         async move { write(&store, 8, 250, Duration::from_millis(1)).await }
     });
+    // After each fault, events the relay must publish over the broken connection.
     let mut killed = 0;
     for round in 0..6 {
         tokio::time::sleep(Duration::from_millis(120)).await;
@@ -261,10 +262,12 @@ async fn broker_refusing_then_dropping_connections_loses_nothing() {
             _ => {
                 proxy.close();
                 proxy.drop_connections();
+                write(&store, 1, 20, Duration::ZERO).await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 proxy.open().await;
             }
         }
+        write(&store, 1, 20, Duration::ZERO).await;
     }
     assert!(killed > 0, "CLIENT KILL found the relay's named connection");
     writers.await.expect("writers");
