@@ -224,33 +224,36 @@ impl LogRow {
 
 struct Figure {
     case: String,
-    ours: f64,
-    raw: f64,
+    /// One measurement per round, ours and the hand-written side's alternating.
+    ours: Vec<f64>,
+    raw: Vec<f64>,
     unit: &'static str,
     /// Rates (higher is better) or times.
     rate: bool,
 }
 
 impl Figure {
+    /// Medians of each side, and the median (and range) of the per-round ratios: pairing
+    /// the rounds cancels the drift of a shared host.
     fn row(&self) -> String {
-        let ratio = self.ours / self.raw;
-        let (ours, raw) = if self.rate {
-            (
-                format!("{:.0} {}", self.ours, self.unit),
-                format!("{:.0} {}", self.raw, self.unit),
-            )
-        } else {
-            (
-                format!("{:.2} {}", self.ours, self.unit),
-                format!("{:.2} {}", self.raw, self.unit),
-            )
-        };
-        let ratio = if self.rate {
-            format!("{ratio:.2}x the rate")
-        } else {
-            format!("{ratio:.2}x the time")
-        };
-        format!("| {} | {ours} | {raw} | {ratio} |", self.case)
+        let (ours, raw) = (median(self.ours.clone()), median(self.raw.clone()));
+        let ratios: Vec<f64> = self
+            .ours
+            .iter()
+            .zip(&self.raw)
+            .map(|(o, r)| o / r)
+            .collect();
+        let (low, high) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+        let ratio = median(ratios);
+        let digits = if self.rate { 0 } else { 2 };
+        let what = if self.rate { "rate" } else { "time" };
+        format!(
+            "| {} | {ours:.digits$} {unit} | {raw:.digits$} {unit} | {ratio:.2}x the {what} ({low:.2}–{high:.2}) |",
+            self.case,
+            unit = self.unit,
+        )
     }
 }
 
@@ -302,32 +305,41 @@ async fn append_case(
     )
     .await?;
     let raw = std::sync::Arc::new(Raw::open(&dir.join(format!("raw-{tag}.db")), durability).await?);
+    // Short rounds, alternating (and swapping which side goes first), and the median of
+    // each side: the host is shared, and interleaving puts both sides under the same
+    // conditions.
+    const ROUNDS: u32 = 10;
     let (mut ours, mut hand) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        let s = store.clone();
-        ours.push(
-            append_rate(writers, per_call, secs / 3, move |stream, batch| {
-                let s = s.clone();
-                async move {
-                    s.append(&stream, ExpectedVersion::Any, batch)
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-            })
-            .await,
-        );
-        let r = raw.clone();
-        hand.push(
-            append_rate(writers, per_call, secs / 3, move |stream, batch| {
-                let r = r.clone();
-                async move {
-                    r.append(&stream, &batch)
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-            })
-            .await,
-        );
+    for round in 0..ROUNDS {
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                let s = store.clone();
+                ours.push(
+                    append_rate(writers, per_call, secs / ROUNDS, move |stream, batch| {
+                        let s = s.clone();
+                        async move {
+                            s.append(&stream, ExpectedVersion::Any, batch)
+                                .await
+                                .unwrap_or_else(|e| panic!("{e}"));
+                        }
+                    })
+                    .await,
+                );
+            } else {
+                let r = raw.clone();
+                hand.push(
+                    append_rate(writers, per_call, secs / ROUNDS, move |stream, batch| {
+                        let r = r.clone();
+                        async move {
+                            r.append(&stream, &batch)
+                                .await
+                                .unwrap_or_else(|e| panic!("{e}"));
+                        }
+                    })
+                    .await,
+                );
+            }
+        }
     }
     let sync = match durability {
         Durability::Full => "FULL",
@@ -339,8 +351,8 @@ async fn append_case(
             if per_call == 1 { "" } else { "s" },
             if writers == 1 { "" } else { "s" }
         ),
-        ours: median(ours),
-        raw: median(hand),
+        ours: ours,
+        raw: hand,
         unit: "ev/s",
         rate: true,
     })
@@ -414,15 +426,15 @@ async fn load_cases(dir: &Path) -> BoxResult<Vec<Figure>> {
         Figure {
             case: "load a 10,000-event aggregate, no snapshot (repository: load, decode, apply)"
                 .into(),
-            ours: median(ours_fold),
-            raw: median(raw_fold),
+            ours: ours_fold,
+            raw: raw_fold,
             unit: "ms",
             rate: false,
         },
         Figure {
             case: "load the same 10,000 events as rows (`load_stream` against the SELECT)".into(),
-            ours: median(ours_rows),
-            raw: median(raw_rows_t),
+            ours: ours_rows,
+            raw: raw_rows_t,
             unit: "ms",
             rate: false,
         },
@@ -560,8 +572,8 @@ async fn rebuild_cases(dir: &Path, events: u64) -> BoxResult<Vec<Figure>> {
                     "unfiltered (`AnyEvent`)"
                 }
             ),
-            ours: median(ours),
-            raw: median(hand),
+            ours: ours,
+            raw: hand,
             unit: "ev/s",
             rate: true,
         });
@@ -582,7 +594,7 @@ async fn main() -> BoxResult<()> {
     let result = run(&dir, secs, rebuild_events).await;
     std::fs::remove_dir_all(&dir)?;
     let figures = result?;
-    println!("| case | es-sqlite | hand-written sqlx | ratio |");
+    println!("| case | es-sqlite | hand-written sqlx | ratio (range over rounds) |");
     println!("|---|---:|---:|---:|");
     for figure in &figures {
         println!("{}", figure.row());
