@@ -351,7 +351,7 @@ async fn append_case(
             if per_call == 1 { "" } else { "s" },
             if writers == 1 { "" } else { "s" }
         ),
-        ours: ours,
+        ours,
         raw: hand,
         unit: "ev/s",
         rate: true,
@@ -572,7 +572,7 @@ async fn rebuild_cases(dir: &Path, events: u64) -> BoxResult<Vec<Figure>> {
                     "unfiltered (`AnyEvent`)"
                 }
             ),
-            ours: ours,
+            ours,
             raw: hand,
             unit: "ev/s",
             rate: true,
