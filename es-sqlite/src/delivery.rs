@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use es_core::{
-    CheckpointStore, Delivery, Error, ParkedEvent, check_checkpoint, check_name, check_stream,
+    CheckpointStore, Delivery, Error, ParkedEvent, check_checkpoint, check_name, check_parked,
 };
 
 use crate::error::{Failure, db, retry_busy};
@@ -138,8 +138,7 @@ impl Delivery for Transactional {
     }
 
     async fn park(&self, tx: &mut Tx, consumer: &str, parked: &ParkedEvent) -> Result<(), Error> {
-        check_checkpoint(consumer, parked.position)?;
-        check_stream(&parked.stream)?;
+        check_parked(consumer, parked)?;
         park_query(consumer, parked)
             .execute(&mut **tx)
             .await

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use es_core::{
     CheckpointStore, Error, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent,
     ParkedEvent, RecordedEvent, ReplayEvent, Snapshot, SnapshotStore, StreamId, StreamQuery,
-    StreamStore, Wakeup, WakeupSender, check_checkpoint, check_name, check_stream,
+    StreamStore, Wakeup, WakeupSender, check_checkpoint, check_name, check_parked, check_stream,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -532,6 +532,7 @@ impl StreamStore for SqliteStore {
         stream: &StreamId,
         query: &StreamQuery,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        check_stream(stream)?;
         let Ok(from) = i64::try_from(query.from_version) else {
             return Ok(Vec::new());
         };
@@ -554,6 +555,7 @@ impl StreamStore for SqliteStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
+        check_stream(stream)?;
         let version: i64 = self
             .read(|pool| {
                 sqlx::query_scalar(sql::STREAM_VERSION)
@@ -579,6 +581,7 @@ impl StreamStore for SqliteStore {
 
 impl SnapshotStore for SqliteStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, Error> {
+        check_stream(stream)?;
         let row: Option<SnapshotRow> = self
             .read(|pool| {
                 sqlx::query_as(sql::LOAD_SNAPSHOT)
@@ -613,6 +616,7 @@ impl SnapshotStore for SqliteStore {
         stream: &StreamId,
         state_version: Option<u32>,
     ) -> Result<(Option<Snapshot>, Vec<ReplayEvent>), Error> {
+        check_stream(stream)?;
         let state_version = state_version.map(i64::from);
         let rows: Vec<LoadRow> = self
             .read(|pool| {
@@ -755,8 +759,7 @@ impl CheckpointStore for SqliteStore {
     }
 
     async fn park(&self, consumer: &str, parked: &ParkedEvent) -> Result<(), Error> {
-        check_checkpoint(consumer, parked.position)?;
-        check_stream(&parked.stream)?;
+        check_parked(consumer, parked)?;
         self.write_one(|| park_query(consumer, parked)).await?;
         Ok(())
     }
