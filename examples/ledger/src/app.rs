@@ -12,8 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use es_core::{
     AsOf, CommandKey, Committed, ConsumerHandle, ConsumerState, Error, EventSet, ExecuteError,
-    GlobalLogExt, Leases, LocalLeases, LogEvent, Metadata, Progress, RecordedEvent, Repository,
-    Status, StreamId,
+    GlobalLogExt, Leases, LocalLeases, LogEvent, Metadata, ParkedEvent, Partition, Progress,
+    RecordedEvent, Repository, Status, StreamId,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -411,15 +411,18 @@ impl<S: Store> Ledger<S> {
         Ok(self.transfer_state(transfer_id).await?.0)
     }
 
-    /// Waits until the process manager has reacted to every event up to the head of the log
-    /// (and to the events it wrote meanwhile), then until the read models include them all.
+    /// Waits until the partitions of the process manager that run here (not those another
+    /// process holds) have reacted to every event up to the head of the log, and to the
+    /// events they wrote meanwhile; then until the read models include them all.
     pub async fn wait_idle(&self) -> Result<(), AppError> {
         let deadline = Instant::now() + self.inner.wait;
         loop {
             let head = self.inner.store.head_position().await?;
             for status in &self.inner.process_status {
                 let mut status = status.clone();
-                let reached = status.wait_for(|s| s.checkpoint >= head || stopped(s));
+                let elsewhere = |s: &Status| s.state == ConsumerState::WaitingForLease;
+                let reached =
+                    status.wait_for(|s| s.checkpoint >= head || elsewhere(s) || stopped(s));
                 match timeout_at(deadline, reached).await {
                     Ok(Ok(s)) if !stopped(&s) => {}
                     _ => {
@@ -440,14 +443,22 @@ impl<S: Store> Ledger<S> {
         std::iter::once(self.inner.read_side.status()).chain(process).collect()
     }
 
+    /// The events the process manager parked, in every process (read from the store).
+    pub async fn parked(&self) -> Result<Vec<ParkedEvent>, AppError> {
+        let mut parked = Vec::new();
+        for partition in Partition::all(Partitions::default().count) {
+            let name = format!("{}[{}/{}]", process::PROCESS, partition.index(), partition.count());
+            parked.extend(self.inner.store.parked(&name).await?);
+        }
+        Ok(parked)
+    }
+
     /// Stops the process manager after its current batches, saving its checkpoints.
     pub async fn shutdown(&self) -> Result<(), AppError> {
         let handles =
             std::mem::take(&mut *self.inner.process.lock().unwrap_or_else(PoisonError::into_inner));
-        for handle in handles {
-            handle.shutdown().await?;
-        }
-        Ok(())
+        let stopped = futures::future::join_all(handles.into_iter().map(ConsumerHandle::shutdown));
+        Ok(stopped.await.into_iter().collect::<Result<(), _>>()?)
     }
 
     /// One account's row once the read models include global `position`.
@@ -584,11 +595,6 @@ impl<S: Store> Ledger<S> {
         let mut view = memory::consumer(self.inner.store.clone(), ViewHandler::default());
         view.catch_up().await?;
         Ok(view.handler().models())
-    }
-
-    /// Replays the events the read models' consumer parked; how many succeeded.
-    pub async fn replay_parked(&self) -> Result<usize, AppError> {
-        Ok(self.inner.read_side.replay_parked().await?)
     }
 
     /// Notes that global `position` was written: later queries wait for it.

@@ -257,7 +257,10 @@ pub async fn execute<S: Store>(
                 "rebuilt the read models from {events} events in {took:.1?}; invariants hold"
             )?;
         }
-        Command::Status => report::status(out, &ledger.status())?,
+        Command::Status => {
+            ledger.balances().await?; // the read models caught up
+            report::status(out, &ledger.status(), &ledger.parked().await?)?;
+        }
     }
     Ok(())
 }

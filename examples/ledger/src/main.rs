@@ -6,7 +6,7 @@ use clap::Parser;
 
 use ledger::app::Store;
 use ledger::cli::{Cli, CliError, Command, execute};
-use ledger::storage::{self, Opened};
+use ledger::storage::{self, Need, Opened};
 use ledger::{Ledger, http};
 
 #[tokio::main]
@@ -16,8 +16,16 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match storage::open(&cli.storage).await {
+    let need = match cli.command {
+        Command::Demo => Need::Demo,
+        Command::Serve { .. } => Need::Serve,
+        Command::Transfer { .. } => Need::Transfers,
+        _ => Need::Accounts,
+    };
+    let result = match storage::open(&cli.storage, need).await {
         Ok(Opened::Memory(ledger)) => run(ledger, cli).await,
+        Ok(Opened::Sqlite(ledger)) => run(ledger, cli).await,
+        Ok(Opened::Postgres(ledger)) => run(ledger, cli).await,
         Err(error) => Err(error.into()),
     };
     match result {

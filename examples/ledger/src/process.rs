@@ -42,7 +42,8 @@ pub const PROCESS: &str = "transfer-process";
 /// How the process manager runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Partitions {
-    /// How many partitions (each a consumer with its own checkpoint and lease).
+    /// How many partitions (each a consumer with its own checkpoint and lease); 0: the
+    /// process manager does not run here.
     pub count: u32,
     /// How a failing step is retried before its event is parked.
     pub retry: RetryPolicy,
@@ -57,7 +58,7 @@ impl Default for Partitions {
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(2),
         };
-        Self { count: 4, retry, lease_poll: Duration::from_millis(500) }
+        Self { count: 4, retry, lease_poll: Duration::from_millis(100) }
     }
 }
 
@@ -90,7 +91,7 @@ pub fn spawn<S: Store>(
     leases: &Arc<dyn Leases>,
     options: Partitions,
 ) -> Vec<ConsumerHandle> {
-    Partition::all(options.count.max(1))
+    Partition::all(options.count)
         .map(|partition| {
             consumer(PROCESS, store.clone(), process.clone())
                 .partition(partition)

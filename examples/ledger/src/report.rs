@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Result, Write};
 
-use es_core::{Progress, Status};
+use es_core::{ParkedEvent, Progress, Status};
 use indicatif::{ProgressBar, ProgressDrawTarget};
 use serde::Serialize;
 use uuid::Uuid;
@@ -124,8 +124,12 @@ pub fn outcome(outcome: &TransferOutcome) -> String {
     }
 }
 
-/// Writes the consumers' status, with their parked events.
-pub fn status(out: &mut (impl Write + ?Sized), statuses: &[Status]) -> Result<()> {
+/// Writes the consumers' status, and the events the process manager parked.
+pub fn status(
+    out: &mut (impl Write + ?Sized),
+    statuses: &[Status],
+    parked: &[ParkedEvent],
+) -> Result<()> {
     for s in statuses {
         let error =
             s.last_error.as_deref().map(|e| format!(" last error: {e}")).unwrap_or_default();
@@ -134,6 +138,10 @@ pub fn status(out: &mut (impl Write + ?Sized), statuses: &[Status]) -> Result<()
             "  {:<24} {:?} checkpoint {} head {} lag {} parked {}{error}",
             s.name, s.state, s.checkpoint, s.head, s.lag, s.parked
         )?;
+    }
+    for p in parked {
+        let (position, stream, version, error) = (p.position, &p.stream, p.version, &p.error);
+        writeln!(out, "  parked at {position}: {stream} v{version}: {error}")?;
     }
     Ok(())
 }

@@ -1,16 +1,27 @@
 //! Where the ledger keeps its events: the only module that knows which stores exist.
 //!
-//! - an embedded SQLite file, the default (`./ledger.db`, or `--data PATH`);
-//! - PostgreSQL when `DATABASE_URL` is set, with the read models in tables of its schema;
+//! - an embedded SQLite file, the default (`./ledger.db`, or `--data PATH`): every command and
+//!   `serve` keep their data, several processes may share the file, and the read models are
+//!   rebuilt in memory at each start;
+//! - PostgreSQL when `DATABASE_URL` is set, with the read models in tables of the schema;
 //! - memory, for the length of one command, with `--memory`.
+//!
+//! The process manager's partitions are leased by the store itself, so processes sharing a
+//! file or a schema share the work.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
-use es_core::MemoryStore;
+use es_core::{Leases, MemoryStore};
+use es_postgres::{PostgresStore, StoreOptions};
+use es_sqlite::{SqliteStore, StoreOptions as SqliteOptions};
+use uuid::Uuid;
 
-use crate::app::{AppError, Ledger, Options};
+use crate::app::{AppError, Ledger, Options, Store};
+use crate::read_models::ReadSide;
+use crate::read_models::tables::TableViews;
 
 /// The storage options of the command line.
 #[derive(Debug, Clone, Default, Args)]
@@ -27,7 +38,7 @@ pub struct StorageArgs {
     #[arg(long, env = "DATABASE_URL", global = true, conflicts_with = "data")]
     pub database_url: Option<String>,
 
-    /// PostgreSQL schema (default `public`).
+    /// PostgreSQL schema (default `public`; `demo` uses a fresh one unless given).
     #[arg(long, env = "LEDGER_SCHEMA", global = true)]
     pub schema: Option<String>,
 }
@@ -36,16 +47,75 @@ pub struct StorageArgs {
 pub enum Opened {
     /// In memory.
     Memory(Ledger<MemoryStore>),
+    /// In a SQLite file.
+    Sqlite(Ledger<SqliteStore>),
+    /// In PostgreSQL.
+    Postgres(Ledger<PostgresStore>),
 }
 
-/// Opens the ledger where `args` say.
-pub async fn open(_args: &StorageArgs) -> Result<Opened, AppError> {
-    Ok(Opened::Memory(memory().await?))
+/// What the command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Commands and queries on accounts: no process manager.
+    Accounts,
+    /// Transfers: the process manager runs (`transfer`).
+    Transfers,
+    /// The HTTP API, long-lived: the process manager runs.
+    Serve,
+    /// The demo: transfers, and on PostgreSQL without a schema, a fresh one.
+    Demo,
 }
 
-/// A ledger in memory, its process manager leased by the store.
-pub async fn memory() -> Result<Ledger<MemoryStore>, AppError> {
-    let store = MemoryStore::new();
-    let leases = Arc::new(store.clone());
-    Ledger::open(store, Options { leases, ..Options::default() }).await
+/// Opens the ledger where `args` say, with what the command needs. `demo` on PostgreSQL
+/// without a schema runs in a fresh schema, named on stderr.
+pub async fn open(args: &StorageArgs, need: Need) -> Result<Opened, AppError> {
+    let process = need != Need::Accounts;
+    let demo = need == Need::Demo;
+    if args.memory {
+        return Ok(Opened::Memory(with_leases(MemoryStore::new(), None, process).await?));
+    }
+    if let Some(url) = args.database_url.as_deref().filter(|url| !url.is_empty()) {
+        let schema = match (&args.schema, demo) {
+            (Some(schema), _) => schema.clone(),
+            (None, true) => {
+                let schema = format!("ledger_demo_{}", &Uuid::now_v7().simple().to_string()[20..]);
+                eprintln!(
+                    "Running the demo in the fresh schema {schema} (inspect it with --schema {schema})."
+                );
+                schema
+            }
+            (None, false) => "public".to_owned(),
+        };
+        return Ok(Opened::Postgres(postgres(url, &schema, process).await?));
+    }
+    let path = args.data.clone().unwrap_or_else(|| PathBuf::from("ledger.db"));
+    // A process that exits leaves its leases to expire (their release runs on a task the
+    // exit cuts short): short-lived commands take short leases, so the next command waits
+    // at most that long for a partition.
+    let ttl = Duration::from_secs(if need == Need::Serve { 10 } else { 1 });
+    let store = SqliteStore::open_with(path, SqliteOptions::new().lease_ttl(ttl)).await?;
+    Ok(Opened::Sqlite(with_leases(store, None, process).await?))
+}
+
+/// The ledger on PostgreSQL in `schema` (created and migrated if needed), its read models in
+/// tables there.
+pub async fn postgres(
+    url: &str,
+    schema: &str,
+    process: bool,
+) -> Result<Ledger<PostgresStore>, AppError> {
+    let store = PostgresStore::connect_with(url, StoreOptions::new().schema(schema)).await?;
+    let tables = TableViews::open(store.clone()).await?;
+    with_leases(store, Some(Box::new(tables)), process).await
+}
+
+/// The ledger on `store`, leasing the process manager's partitions (if it runs) from the store.
+pub async fn with_leases<S: Store + Leases>(
+    store: S,
+    read_side: Option<Box<dyn ReadSide>>,
+    process: bool,
+) -> Result<Ledger<S>, AppError> {
+    let mut options = Options { leases: Arc::new(store.clone()), read_side, ..Options::default() };
+    options.partitions.count = if process { options.partitions.count } else { 0 };
+    Ledger::open(store, options).await
 }

@@ -53,7 +53,7 @@ async fn replaying_the_process_manager_over_the_whole_log_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_transfer_storm_with_dropped_callers_conserves_money() {
     let (ledger, store) = memory_ledger(Options::default()).await;
-    let counts = transfer_storm(&ledger, 16, 40).await;
+    let counts = transfer_storm(&ledger, 16, 40, std::time::Duration::from_millis(3)).await;
     println!("memory storm: {counts:?}");
     check_everything(&ledger, &store).await;
 }

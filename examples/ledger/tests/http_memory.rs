@@ -202,12 +202,22 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
     // The same key from another user is another request.
     let (status, body) = api
         .as_user("mallory")
-        .post_with("/accounts/ada/deposits", json!({ "amount": 500, "currency": "EUR" }), &[("idempotency-key", "deposit-0001")])
+        .post_with(
+            "/accounts/ada/deposits",
+            json!({ "amount": 500, "currency": "EUR" }),
+            &[("idempotency-key", "deposit-0001")],
+        )
         .await;
     assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
     // A key that is too long is refused.
     let long = "k".repeat(201);
-    let (status, body) = api.post_with("/accounts/ada/deposits", json!({ "amount": 1, "currency": "EUR" }), &[("idempotency-key", &long)]).await;
+    let (status, body) = api
+        .post_with(
+            "/accounts/ada/deposits",
+            json!({ "amount": 1, "currency": "EUR" }),
+            &[("idempotency-key", &long)],
+        )
+        .await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_header"));
 }
 

@@ -157,16 +157,4 @@ impl<L: GlobalLog + Clone + 'static> ReadSide for MemoryViews<L> {
     fn status(&self) -> Status {
         self.live().handle.status()
     }
-
-    fn replay_parked(&self) -> BoxFuture<'_, Result<usize, Error>> {
-        let live = self.live();
-        async move {
-            let mut replayed = 0;
-            for parked in live.handle.parked().await? {
-                replayed += usize::from(live.handle.replay_parked(parked.position).await?);
-            }
-            Ok(replayed)
-        }
-        .boxed()
-    }
 }

@@ -9,6 +9,7 @@
 //! restating it: the sum of balances plus the money in flight must equal the net inflow.
 
 pub mod memory;
+pub mod tables;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -167,8 +168,4 @@ pub trait ReadSide: Send + Sync {
 
     /// The status of the consumer that feeds them (parked events included).
     fn status(&self) -> Status;
-
-    /// Replays the events the consumer parked (once their cause is fixed); how many
-    /// succeeded.
-    fn replay_parked(&self) -> BoxFuture<'_, Result<usize, Error>>;
 }

@@ -164,14 +164,15 @@ pub struct StormCounts {
     pub stored: u64,
 }
 
-/// `tasks` tasks each ask for `per_task` transfers and drop each call after a random 0-3 ms
-/// (or let it finish). Sources hold plenty, so no debit is refused; one destination is
+/// `tasks` tasks each ask for `per_task` transfers and drop each call after a random moment
+/// below `max_drop` (or let it finish). Sources hold plenty, so no debit is refused; one destination is
 /// frozen, so some credits fail. Afterwards every stored transfer ends completed or
 /// compensated, and every acknowledged outcome is what was stored.
 pub async fn transfer_storm<S: EventStore + Clone + 'static>(
     ledger: &Ledger<S>,
     tasks: u64,
     per_task: u64,
+    max_drop: Duration,
 ) -> StormCounts {
     const SOURCES: u64 = 8;
     for i in 0..SOURCES {
@@ -198,7 +199,8 @@ pub async fn transfer_storm<S: EventStore + Clone + 'static>(
                 let amount = eur(rng.below(1_000) as i64 + 1);
                 let call =
                     ledger.transfer(Metadata::by_user("storm"), &from, &to, &amount, "storm");
-                let drop_after = Duration::from_micros(rng.below(3_000));
+                let max = u64::try_from(max_drop.as_micros()).unwrap_or(u64::MAX).max(1);
+                let drop_after = Duration::from_micros(rng.below(max));
                 tokio::select! {
                     outcome = call => acknowledged.push(outcome.expect("transfer call")),
                     () = tokio::time::sleep(drop_after) => dropped += 1,
@@ -273,7 +275,13 @@ pub async fn check_everything<S: EventStore + Clone + 'static>(ledger: &Ledger<S
     let log = whole_log(store).await;
     let mut reports = 0;
     let rebuilt = ledger.rebuild(|_| reports += 1).await.unwrap();
-    assert_eq!(rebuilt.done, log.len() as u64, "the rebuild replayed every event");
+    if ledger.read_side().status().name == "ledger-tables" {
+        // Shared tables: the live consumers (here and in other processes) take turns with
+        // the rebuild on the replay, each batch applied once.
+        assert!(rebuilt.done > 0 && rebuilt.done <= log.len() as u64, "{rebuilt:?}");
+    } else {
+        assert_eq!(rebuilt.done, log.len() as u64, "the rebuild replayed every event");
+    }
     assert!(reports > 0);
     assert_eq!(ledger.read_models().await.unwrap(), fresh);
 

@@ -379,3 +379,33 @@ pub async fn hostile_input(api: &Api) {
     assert_eq!((status, body["version"].as_u64()), (StatusCode::OK, Some(0)), "{body}");
     assert_eq!(api.balance("ada").await, 0, "nothing was written");
 }
+
+/// `DATABASE_URL`, or the local server's default.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh schema name, so tests never see each other's events or tables.
+pub fn fresh_schema() -> String {
+    format!("ledger_test_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The ledger on PostgreSQL in `schema`, read models in tables. Panics (the test fails,
+/// never skips) when the server is unreachable.
+pub async fn open_postgres(schema: &str) -> Ledger<es_postgres::PostgresStore> {
+    match ledger::storage::postgres(&database_url(), schema, true).await {
+        Ok(ledger) => ledger,
+        Err(error) => {
+            panic!("PostgreSQL at {} must be reachable for these tests: {error}", database_url())
+        }
+    }
+}
+
+/// Drops a test's schema (at the end of a passing test; a failing one leaves it).
+pub async fn drop_schema(ledger: &Ledger<es_postgres::PostgresStore>) {
+    ledger.shutdown().await.expect("process manager stops");
+    let store = ledger.store();
+    let sql = format!("DROP SCHEMA \"{}\" CASCADE", store.schema());
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(store.pool()).await.expect("schema dropped");
+}
