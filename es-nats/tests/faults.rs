@@ -31,7 +31,10 @@ struct Killable {
 }
 
 impl Killable {
-    fn start(make: impl FnOnce() -> ConsumerHandle + Send + 'static) -> Self {
+    fn start<F>(make: impl FnOnce() -> F + Send + 'static) -> Self
+    where
+        F: std::future::Future<Output = ConsumerHandle>,
+    {
         let (kill, killed) = std::sync::mpsc::channel::<()>();
         let (status_tx, status_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -40,7 +43,7 @@ impl Killable {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            let handle = runtime.block_on(async { make() });
+            let handle = runtime.block_on(make());
             status_tx.send(handle.watch()).expect("send the status");
             let _ = killed.recv();
             runtime.shutdown_background();
@@ -73,12 +76,10 @@ fn relay_config(stream: &StreamSettings) -> JetStreamRelayConfig {
 /// mirrored log until it is killed with SIGKILL.
 #[test]
 fn child_relay_process() {
-    let (Ok(path), Ok(name)) = (
-        std::env::var("ES_NATS_CHILD_LOG"),
-        std::env::var("ES_NATS_CHILD_STREAM"),
-    ) else {
+    let Ok(name) = std::env::var("ES_NATS_CHILD_STREAM") else {
         return;
     };
+    let source = std::env::var("ES_NATS_CHILD_SOURCE").expect("the child's source");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -87,7 +88,12 @@ fn child_relay_process() {
     runtime.block_on(async move {
         let stream = StreamSettings::new(name.clone(), name.to_lowercase());
         let relay = JetStreamRelay::new(nats_url(), relay_config(&stream));
-        let _handle = relay.consumer("child", FileLog::new(path)).spawn();
+        let _handle = match source.strip_prefix("postgres:") {
+            Some(schema) => relay
+                .consumer("child", postgres_store(schema).await)
+                .spawn(),
+            None => relay.consumer("child", FileLog::new(source)).spawn(),
+        };
         eprintln!("child relay running");
         loop {
             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -95,24 +101,59 @@ fn child_relay_process() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_killed_at_random_points_publishes_each_committed_event_once() {
-    let _ = admin().await;
+/// Where a restarted relay reads the log: a store made afresh in its own runtime (as a new
+/// process would), and the source a child process is told to read.
+trait Source: Clone + Send + Sync + 'static {
+    type Store: es_core::StreamStore + GlobalLog + Clone + 'static;
+    fn open(&self) -> impl std::future::Future<Output = Self::Store> + Send;
+    fn for_child(&self) -> String;
+}
+
+#[derive(Clone)]
+struct Memory {
+    store: MemoryStore,
+    mirror: PathBuf,
+}
+
+impl Source for Memory {
+    type Store = MemoryStore;
+    async fn open(&self) -> MemoryStore {
+        self.store.clone()
+    }
+    fn for_child(&self) -> String {
+        self.mirror.display().to_string()
+    }
+}
+
+#[derive(Clone)]
+struct Postgres {
+    schema: String,
+}
+
+impl Source for Postgres {
+    type Store = es_postgres::PostgresStore;
+    async fn open(&self) -> es_postgres::PostgresStore {
+        postgres_store(&self.schema).await
+    }
+    fn for_child(&self) -> String {
+        format!("postgres:{}", self.schema)
+    }
+}
+
+/// 16 writers append 20,000 events to `store`; meanwhile the relay is started and killed 5
+/// times at random points (aborted in-process runtimes and SIGKILLed child processes,
+/// alternating); then a last relay catches up and the stream must hold exactly the log.
+async fn killed_relay<S: Source>(
+    store: S::Store,
+    source: S,
+    settings: &StreamSettings,
+    pause: Duration,
+) {
     let mut rng = Rng::new();
-    let settings = unique_stream("killed");
-    let store = MemoryStore::new();
-    let mirror_path: PathBuf = std::env::temp_dir().join(format!(
-        "es-nats-mirror-{}-{}.jsonl",
-        std::process::id(),
-        rng.next()
-    ));
-    let mirror = mirror_to_file(&store, &mirror_path);
     let writers = tokio::spawn({
         let store = store.clone();
-        async move { write(&store, 16, 1_250, Duration::from_millis(2)).await }
+        async move { write(&store, 16, 1_250, pause).await }
     });
-
-    // Five restarts: aborted in-process relays and SIGKILLed child processes, alternating.
     for restart in 0..5 {
         let run_for = Duration::from_millis(rng.between(150, 700));
         if restart % 2 == 1 {
@@ -123,8 +164,9 @@ async fn relay_killed_at_random_points_publishes_each_committed_event_once() {
                     "--nocapture",
                     "--test-threads=1",
                 ])
-                .env("ES_NATS_CHILD_LOG", &mirror_path)
+                .env("ES_NATS_CHILD_SOURCE", source.for_child())
                 .env("ES_NATS_CHILD_STREAM", &settings.name)
+                .env("SEED", rng.next().to_string())
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .expect("start the child relay");
@@ -133,13 +175,15 @@ async fn relay_killed_at_random_points_publishes_each_committed_event_once() {
             let status = child.wait().expect("reap the child");
             assert!(!status.success(), "the child was killed, not finished");
         } else {
-            let relay = JetStreamRelay::new(nats_url(), relay_config(&settings));
-            let log = store.clone();
-            let running = Killable::start(move || relay.consumer("in-process", log).spawn());
+            let relay = JetStreamRelay::new(nats_url(), relay_config(settings));
+            let source = source.clone();
+            let running = Killable::start(move || async move {
+                relay.consumer("in-process", source.open().await).spawn()
+            });
             tokio::time::sleep(run_for).await;
             running.kill();
         }
-        let published = JetStreamRelay::new(nats_url(), relay_config(&settings))
+        let published = JetStreamRelay::new(nats_url(), relay_config(settings))
             .last_published()
             .await
             .expect("read the broker");
@@ -149,21 +193,64 @@ async fn relay_killed_at_random_points_publishes_each_committed_event_once() {
         );
     }
     writers.await.expect("writers");
-    mirror.abort();
-    let _ = std::fs::remove_file(&mirror_path);
 
     // A last run catches up; the broker then holds exactly the committed events.
+    let log = log_of(&store).await;
+    assert_eq!(log.len(), 20_000);
     let head = store.head_position().await.expect("head");
-    assert_eq!(head, 20_000);
-    let relay = JetStreamRelay::new(nats_url(), relay_config(&settings));
+    let relay = JetStreamRelay::new(nats_url(), relay_config(settings));
     let handle = relay.consumer("final", store.clone()).spawn();
     handle
         .wait_for(head, WAIT)
         .await
         .expect("the last relay catches up");
     handle.shutdown().await.expect("clean stop");
-    assert_stream_holds(&settings, &log_of(&store).await).await;
-    cleanup(&settings).await;
+    assert_stream_holds(settings, &log).await;
+    cleanup(settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_killed_at_random_points_publishes_each_committed_event_once() {
+    let _ = admin().await;
+    let store = MemoryStore::new();
+    // A child process cannot read this process's memory: it relays a mirror of the log.
+    let mirror = std::env::temp_dir().join(format!(
+        "es-nats-mirror-{}-{}.jsonl",
+        std::process::id(),
+        Rng::new().next()
+    ));
+    let mirroring = mirror_to_file(&store, &mirror);
+    let source = Memory {
+        store: store.clone(),
+        mirror: mirror.clone(),
+    };
+    killed_relay(
+        store,
+        source,
+        &unique_stream("killed"),
+        Duration::from_millis(2),
+    )
+    .await;
+    mirroring.abort();
+    let _ = std::fs::remove_file(&mirror);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_of_postgresql_killed_at_random_points_publishes_each_committed_event_once() {
+    let _ = admin().await;
+    let schema = format!("es_nats_test_{}", uuid::Uuid::now_v7().simple());
+    let store = postgres_store(&schema).await;
+    let source = Postgres {
+        schema: schema.clone(),
+    };
+    killed_relay(
+        store.clone(),
+        source,
+        &unique_stream("killed_pg"),
+        Duration::ZERO,
+    )
+    .await;
+    drop_schema(&store, &schema).await;
 }
 
 /// Collects every distinct `last_error` a consumer reports.
@@ -323,7 +410,7 @@ async fn broker_side_consumer_crashes_and_resumes_from_its_checkpoint() {
         broken: broken.clone(),
     };
     let start = |recorder: Recorder, settings: StreamSettings| {
-        move || {
+        move || async move {
             let source = JetStreamSource::new(nats_url(), settings);
             let (log, delivery) = source.durable_with(
                 "balances",
@@ -375,7 +462,8 @@ async fn broker_side_consumer_crashes_and_resumes_from_its_checkpoint() {
             ..recorder
         },
         settings.clone(),
-    )();
+    )()
+    .await;
     if let Err(error) = handle.wait_for(head, WAIT).await {
         panic!(
             "the consumer did not catch up ({error}): {:?}",

@@ -245,7 +245,10 @@ pub fn stream_of(writer: usize, n: usize) -> StreamId {
 
 /// Appends `per_writer` single-event appends from each of `writers` concurrent writers,
 /// pausing `pause` after each.
-pub async fn write(store: &MemoryStore, writers: usize, per_writer: usize, pause: Duration) {
+pub async fn write<S>(store: &S, writers: usize, per_writer: usize, pause: Duration)
+where
+    S: StreamStore + Clone + 'static,
+{
     let tasks: Vec<_> = (0..writers)
         .map(|writer| {
             let store = store.clone();
@@ -272,7 +275,7 @@ pub async fn write(store: &MemoryStore, writers: usize, per_writer: usize, pause
 }
 
 /// Every event of the store's log.
-pub async fn log_of(store: &MemoryStore) -> Vec<RecordedEvent> {
+pub async fn log_of<L: GlobalLog>(store: &L) -> Vec<RecordedEvent> {
     let mut events = Vec::new();
     loop {
         let after = events.last().map_or(0, |e: &RecordedEvent| e.position);
@@ -454,4 +457,35 @@ impl GlobalLog for FileLog {
     fn wakeup(&self) -> Wakeup {
         Wakeup::polling(Duration::from_millis(20))
     }
+}
+
+/// The PostgreSQL the PostgreSQL-backed variants use (`DATABASE_URL`, default the local one).
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A PostgreSQL store on schema `schema` (created and migrated if needed), panicking loudly
+/// when PostgreSQL is unreachable.
+pub async fn postgres_store(schema: &str) -> es_postgres::PostgresStore {
+    let url = database_url();
+    match es_postgres::PostgresStore::connect_with(
+        &url,
+        es_postgres::StoreOptions::new().schema(schema),
+    )
+    .await
+    {
+        Ok(store) => store,
+        Err(e) => panic!("PostgreSQL is not reachable at {url} ({e}): these tests need it"),
+    }
+}
+
+/// Drops a test schema.
+pub async fn drop_schema(store: &es_postgres::PostgresStore, schema: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("drop the test schema");
 }
