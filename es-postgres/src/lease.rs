@@ -1,8 +1,9 @@
 //! Single-active leases on PostgreSQL: a session-level advisory lock held on a dedicated
 //! connection.
 
-use std::sync::PoisonError;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use es_core::{Error, Lease, Leases, check_name};
 use futures::future::BoxFuture;
@@ -54,7 +55,9 @@ impl PostgresStore {
 /// and, if the connection died (the server restarted, a network failure,
 /// `pg_terminate_backend`), flips [`Lease::is_held`] to false. The server releases the lock
 /// as soon as the session ends, so another runner takes over at its next attempt, while the
-/// old holder learns it lost the lease within one check interval. In that short overlap both
+/// old holder learns it lost the lease within one check interval and then stands back for two
+/// check intervals (its `try_acquire` returns `None`), so that a healthy standby elsewhere,
+/// polling more often than that, takes over rather than the runner whose connection failed. In that short overlap both
 /// may run; [`ExactlyOnce`](crate::ExactlyOnce)'s checkpoint lock keeps them from applying a
 /// batch twice. Dropping the lease closes the connection, which releases the lock. A standby
 /// keeps one connection between its attempts, so waiting costs no new session per poll.
@@ -63,6 +66,24 @@ impl Leases for PostgresStore {
         Box::pin(async move {
             check_name(name, "lease name")?;
             let key = lease_key(&self.inner.schema, name);
+            // After losing this lease to a dead connection, stand back for a while: a standby
+            // elsewhere takes over first (see the docs above).
+            {
+                let mut lost = self
+                    .inner
+                    .lease_lost
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match lost.get(name) {
+                    Some(at) if at.elapsed() < self.inner.lease_check.saturating_mul(2) => {
+                        return Ok(None);
+                    }
+                    Some(_) => {
+                        lost.remove(name);
+                    }
+                    None => {}
+                }
+            }
             // A standby tries again every poll interval: it keeps its connection between tries
             // instead of opening one each time. A kept connection that died meanwhile is
             // replaced by a new one at once.
@@ -110,19 +131,22 @@ impl Leases for PostgresStore {
                 self.inner.lease_check,
                 held,
                 stopped,
+                self.inner.lease_lost.clone(),
             ));
             Ok(Some(Lease::new(watching, Release { _stop: stop })))
         })
     }
 }
 
-/// Keeps a lease's connection until the lease is dropped, checking it every `every`.
+/// Keeps a lease's connection until the lease is dropped, checking it every `every`; records
+/// in `lost` when the connection died.
 async fn keep(
     mut conn: PgConnection,
     name: String,
     every: Duration,
     held: watch::Sender<bool>,
     mut stopped: oneshot::Receiver<()>,
+    lost: Arc<Mutex<HashMap<String, Instant>>>,
 ) {
     loop {
         tokio::select! {
@@ -137,6 +161,9 @@ async fn keep(
                 let check = tokio::time::timeout(every, sqlx::query("SELECT 1").execute(&mut conn)).await;
                 if !matches!(check, Ok(Ok(_))) {
                     tracing::warn!(lease = name, "lease connection lost; the lease is released");
+                    lost.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(name, Instant::now());
                     held.send_replace(false);
                     return;
                 }

@@ -48,17 +48,19 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(error::uncommitted)?;
-        let Some(frontier) = rows.first().map(|row| row.frontier) else {
+        let mut frontier = None;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row {
+                // The first unreadable row fails the page: what precedes it is delivered by a
+                // read bounded before it (see GlobalLogExt::subscribe and the consumer runtime).
+                LogRow::Event(event) => events.push(RecordedEvent::try_from(event)?),
+                LogRow::Frontier(at) => frontier = Some(rows::position(at, "frontier")?),
+            }
+        }
+        let Some(frontier) = frontier else {
             return Err(Error::backend("es_read_log returned no frontier"));
         };
-        let frontier = rows::position(frontier, "frontier")?;
-        // The first unreadable row ends the page: what precedes it is delivered by a read
-        // bounded before it (see GlobalLogExt::subscribe and the consumer runtime).
-        let events = rows
-            .into_iter()
-            .filter_map(|row| row.event)
-            .map(RecordedEvent::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
         let scanned_to = match events.last() {
             Some(last) if events.len() == limit => last.position,
             _ => {

@@ -6,8 +6,9 @@
 use chrono::{DateTime, Utc};
 use es_core::{Error, Metadata, ParkedEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 use serde_json::value::RawValue;
-use sqlx::postgres::PgRow;
-use sqlx::{FromRow, Row};
+use sqlx::postgres::{PgRow, PgTypeInfo, PgValueRef};
+use sqlx::types::Json;
+use sqlx::{FromRow, Postgres, Row};
 use uuid::Uuid;
 
 use crate::sql::codes;
@@ -23,10 +24,41 @@ pub(crate) struct EventRow {
     pub(crate) event_name: String,
     pub(crate) schema_version: i32,
     pub(crate) payload: Box<RawValue>,
-    /// Read as text and parsed here, so that metadata of the wrong shape is a [`Error::BadRow`]
-    /// naming the row rather than a decoding error of the whole result.
-    pub(crate) metadata: Box<RawValue>,
+    pub(crate) metadata: MetadataColumn,
     pub(crate) recorded_at: DateTime<Utc>,
+}
+
+/// The `metadata` column, parsed once; metadata of the wrong shape is kept as its error, so
+/// that it becomes an [`Error::BadRow`] naming the row rather than a decoding error of the
+/// whole result.
+#[derive(Debug)]
+pub(crate) struct MetadataColumn(pub(crate) Result<Metadata, String>);
+
+impl sqlx::Type<Postgres> for MetadataColumn {
+    fn type_info() -> PgTypeInfo {
+        <Json<Metadata> as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <Json<Metadata> as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for MetadataColumn {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(Self(
+            <Json<Metadata> as sqlx::Decode<'r, Postgres>>::decode(value)
+                .map(|Json(metadata)| metadata)
+                .map_err(|e| format!("metadata: {e}")),
+        ))
+    }
+}
+
+impl MetadataColumn {
+    /// Metadata stored as JSON text (for rows returned by `es_append`).
+    fn parse(raw: &RawValue) -> Self {
+        Self(serde_json::from_str(raw.get()).map_err(|e| format!("metadata: {e}")))
+    }
 }
 
 /// What is wrong with a row, before the stream and position are attached.
@@ -50,10 +82,6 @@ fn schema_version(value: i32, what: &str) -> Result<u32, Bad> {
     }
 }
 
-fn metadata(raw: &RawValue) -> Result<Metadata, Bad> {
-    serde_json::from_str(raw.get()).map_err(|e| Bad(format!("metadata: {e}")))
-}
-
 fn bad_row(stream: StreamId, version: i64, position: Option<i64>, bad: Bad) -> Error {
     Error::BadRow {
         stream,
@@ -74,7 +102,7 @@ impl TryFrom<EventRow> for RecordedEvent {
                 positive(row.position, "position")?,
                 positive(row.version, "version")?,
                 schema_version(row.schema_version, "schema version")?,
-                metadata(&row.metadata)?,
+                row.metadata.0.map_err(Bad)?,
             ))
         })();
         match checked {
@@ -94,22 +122,23 @@ impl TryFrom<EventRow> for RecordedEvent {
     }
 }
 
-/// A row of the global log read: the frontier the read stayed below, and an event unless the
-/// read matched none (then the one row carries only the frontier).
+/// A row of the global log read (`es_read_log`): an event, or the last row, which marks the
+/// frontier the read stayed below (its `position` holds the frontier, every other column is
+/// NULL).
 #[derive(Debug)]
-pub(crate) struct LogRow {
-    pub(crate) frontier: i64,
-    pub(crate) event: Option<EventRow>,
+// Nearly every row is an event; boxing it would cost an allocation per event of a scan.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum LogRow {
+    Event(EventRow),
+    Frontier(i64),
 }
 
 impl<'r> FromRow<'r, PgRow> for LogRow {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        let frontier = row.try_get("frontier")?;
-        let event = match row.try_get::<Option<i64>, _>("position")? {
-            Some(_) => Some(EventRow::from_row(row)?),
-            None => None,
-        };
-        Ok(Self { frontier, event })
+        match row.try_get::<Option<Uuid>, _>("event_id")? {
+            Some(_) => EventRow::from_row(row).map(LogRow::Event),
+            None => row.try_get("position").map(LogRow::Frontier),
+        }
     }
 }
 
@@ -298,7 +327,7 @@ impl AppendRow {
             event_name,
             schema_version,
             payload,
-            metadata,
+            metadata: MetadataColumn::parse(&metadata),
             recorded_at,
         })
     }
@@ -444,7 +473,7 @@ mod tests {
             event_name: "E".into(),
             schema_version: schema,
             payload: RawValue::from_string("{}".into()).expect("json"),
-            metadata: RawValue::from_string(metadata.into()).expect("json"),
+            metadata: MetadataColumn::parse(&RawValue::from_string(metadata.into()).expect("json")),
             recorded_at: Utc::now(),
         }
     }

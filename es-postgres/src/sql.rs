@@ -134,12 +134,9 @@ impl Sql {
                  WHERE aggregate_type = $1 AND aggregate_id = $2"
             )
             .into(),
-            // `(r.log_event).*` expands to the event columns (NULL on the frontier-only row).
-            read_log: format!(
-                "SELECT r.log_frontier AS frontier, (r.log_event).* \
-                 FROM {s}.es_read_log($1, $2, $3, $4, $5, $6) r"
-            )
-            .into(),
+            // The events, then a row marking the frontier (see `rows::LogRow`).
+            read_log: format!("SELECT {cols} FROM {s}.es_read_log($1, $2, $3, $4, $5, $6)")
+                .into(),
             head_position: format!("SELECT {s}.es_head()").into(),
             load_snapshot: format!(
                 "SELECT version, state_version, state, taken_at FROM {s}.snapshots \

@@ -134,7 +134,9 @@ impl StoreOptions {
     }
 
     /// How often a held lease checks that its connection is alive (default 1 s): a holder
-    /// whose connection died learns it within about this long (see the crate docs on leases).
+    /// whose connection died learns it within about this long, and then leaves the lease to
+    /// other runners for twice as long (see [`Leases` for
+    /// `PostgresStore`](PostgresStore#impl-Leases-for-PostgresStore)).
     pub fn lease_check_interval(mut self, interval: Duration) -> Self {
         self.lease_check_interval = interval.max(Duration::from_millis(10));
         self
@@ -199,6 +201,8 @@ pub(crate) struct Inner {
     pub(crate) lease_check: Duration,
     /// The connection of each lease this store waits for (see `lease.rs`).
     pub(crate) lease_standby: Arc<Mutex<HashMap<String, PgConnection>>>,
+    /// When this store last lost each lease to a dead connection (see `lease.rs`).
+    pub(crate) lease_lost: Arc<Mutex<HashMap<String, std::time::Instant>>>,
     inline: Vec<Arc<dyn InlineProjection>>,
 }
 
@@ -470,6 +474,7 @@ impl PostgresStore {
                 listener: Arc::new(listener),
                 lease_check: options.lease_check_interval,
                 lease_standby: Arc::default(),
+                lease_lost: Arc::default(),
                 inline: Vec::new(),
             }),
         }
