@@ -193,6 +193,12 @@ struct Durable {
 /// [`Error::Invalid`] (the consumer fell behind the stream's retention). Reads before the
 /// checkpoint (replaying a parked event) look messages up by sequence. The filter applies in
 /// this process.
+///
+/// Use it with its [`JetStreamDelivery`]; with another delivery (a view rebuilt at every
+/// start, over [`LocalCheckpoints`](es_core::LocalCheckpoints)) it works too: a read after a
+/// position acknowledges what lies before it, and a read from position 0 (a consumer starting
+/// over) recreates the durable consumer at the stream's beginning, as
+/// [`Consumer::rebuild`](es_core::Consumer::rebuild) does on the pair.
 #[derive(Clone)]
 pub struct JetStreamLog {
     shared: Arc<Shared>,
@@ -403,9 +409,24 @@ impl Shared {
         if state.consumer.is_none() {
             self.attach(&mut state).await?;
         }
+        if after == 0 && state.committed > 0 && filter.before_position.is_none() {
+            // A consumer starting over (a view with in-process checkpoints, rebuilt at every
+            // start): start the durable consumer over too.
+            self.restart(&mut state).await?;
+        }
         if after < state.committed {
             drop(state);
             return self.read_by_sequence(after, limit, filter).await;
+        }
+        // The runtime reads after its checkpoint: what lies at or before `after` is handled.
+        // Acknowledge it here too, so that this log works under any delivery (a view with
+        // in-process checkpoints) without the server's pending acknowledgements piling up.
+        if state
+            .buffer
+            .front()
+            .is_some_and(|(e, _)| e.position <= after)
+        {
+            self.acknowledge(&mut state, after, false).await?;
         }
         let buffered = state.buffer.iter().any(|(e, _)| e.position > after);
         if !buffered && after >= state.delivered {
@@ -516,6 +537,28 @@ impl Shared {
 
     async fn commit(&self, position: u64, flush: bool) -> Result<(), Error> {
         let mut state = self.state.lock().await;
+        if position == 0 && state.committed > 0 {
+            // A rebuild: start the durable consumer over from the stream's beginning.
+            return self.restart(&mut state).await;
+        }
+        if position < state.committed {
+            return Err(Error::Invalid(format!(
+                "consumer `{}` cannot move its checkpoint back from {} to {position}: a durable \
+                 JetStream consumer's ack floor only moves forward (or back to 0, a rebuild)",
+                self.consumer, state.committed
+            )));
+        }
+        self.acknowledge(&mut state, position, flush).await
+    }
+
+    /// Acknowledges everything delivered up to `position` (`AckPolicy::All`: the last such
+    /// message), confirmed by the server when `flush`.
+    async fn acknowledge(
+        &self,
+        state: &mut Durable,
+        position: u64,
+        flush: bool,
+    ) -> Result<(), Error> {
         let last = state
             .buffer
             .iter()
@@ -532,6 +575,26 @@ impl Shared {
         }
         state.committed = state.committed.max(position);
         state.delivered = state.delivered.max(state.committed);
+        Ok(())
+    }
+
+    /// Recreates the durable consumer at the stream's beginning (checkpoint 0).
+    async fn restart(&self, state: &mut Durable) -> Result<(), Error> {
+        let (_, js) = self.conn().get().await?;
+        let stream = self.source.settings.get(self.conn(), &js).await?;
+        match stream.delete_consumer(&self.durable_name).await {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("consumer not found") => {}
+            Err(e) => return Err(self.fail("cannot delete", &e)),
+        }
+        let consumer = stream
+            .create_consumer(self.config(DeliverPolicy::All))
+            .await
+            .map_err(|e| self.fail("cannot recreate", &e))?;
+        state.consumer = Some(consumer);
+        state.committed = 0;
+        state.delivered = 0;
+        state.buffer.clear();
         Ok(())
     }
 

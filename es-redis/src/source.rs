@@ -46,12 +46,14 @@ struct LogInner {
     last: Script,
     wakeup: WakeupSender,
     poll: Duration,
-    watcher: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for LogInner {
     fn drop(&mut self) {
-        self.watcher.abort();
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
     }
 }
 
@@ -66,12 +68,15 @@ impl std::fmt::Debug for RedisLog {
 
 impl RedisLog {
     /// The log in `keys.all()` on the Redis at `options`. Checks the URL only and connects on
-    /// first use; starts the wake-up task (so it must be called within a Tokio runtime).
+    /// first use; starts the wake-up task when called within a Tokio runtime (outside one,
+    /// followers only poll).
     pub fn new(options: impl Into<RedisOptions>, keys: &Keys) -> Result<Self, Error> {
         let conn = Conn::new(options.into())?;
         let stream = keys.all();
         let wakeup = WakeupSender::new();
-        let watcher = tokio::spawn(watch(conn.clone(), stream.clone(), wakeup.clone()));
+        let watcher = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| runtime.spawn(watch(conn.clone(), stream.clone(), wakeup.clone())));
         Ok(Self {
             inner: Arc::new(LogInner {
                 conn,
