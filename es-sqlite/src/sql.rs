@@ -179,16 +179,24 @@ pub(crate) fn read_log(scan: LogScan) -> String {
     const NAMES: &str = "(?6 IS NULL OR +event_name IN (SELECT value FROM json_each(?6)))";
     const TYPES: &str = "(?5 IS NULL OR +aggregate_type IN (SELECT value FROM json_each(?5)))";
     let range = "position > ?1 AND position < ?2 AND recorded_at >= ?3";
+    // One branch reads one value's index entries in position order, up to the limit.
     let branch = |column: &str, param: usize, filter: &str| {
         format!(
-            "SELECT * FROM (SELECT {} FROM events WHERE {column} = ?{param} AND {range} AND {filter} \
-             ORDER BY position LIMIT ?4)",
+            "SELECT {} FROM events WHERE {column} = ?{param} AND {range} AND {filter} \
+             ORDER BY position LIMIT ?4",
             event_columns!()
         )
     };
-    let branches = |column: &str, count: usize, filter: &str| {
-        let all: Vec<String> = (7..7 + count).map(|p| branch(column, p, filter)).collect();
-        format!("{} ORDER BY position LIMIT ?4", all.join(" UNION ALL "))
+    // Several are merged in position order (each wrapped: a compound's members cannot have
+    // their own ORDER BY and LIMIT); a single one is the page itself.
+    let branches = |column: &str, count: usize, filter: &str| match count {
+        1 => branch(column, 7, filter),
+        _ => {
+            let all: Vec<String> = (7..7 + count)
+                .map(|p| format!("SELECT * FROM ({})", branch(column, p, filter)))
+                .collect();
+            format!("{} ORDER BY position LIMIT ?4", all.join(" UNION ALL "))
+        }
     };
     let page = match scan {
         LogScan::Positions => format!(
@@ -306,3 +314,40 @@ pub(crate) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE name = ?1 AND h
 
 /// Changes whenever another connection (of any process) commits to the file.
 pub(crate) const DATA_VERSION: &str = "PRAGMA data_version";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn plan(store: &crate::SqliteStore, statement: &str) -> String {
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {statement}"
+        )))
+        .fetch_all(store.reader())
+        .await
+        .expect("plan");
+        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+    }
+
+    /// A page never sorts every matching event: it reads an index (or the primary key) in
+    /// position order and stops at the limit.
+    #[tokio::test]
+    async fn log_pages_read_in_position_order_through_their_index() {
+        let store = crate::SqliteStore::temporary().await.expect("store");
+        for (scan, index) in [
+            (LogScan::Positions, "INTEGER PRIMARY KEY"),
+            (LogScan::Types(1), "INDEX events_by_type"),
+            (LogScan::Names(1), "INDEX events_by_name"),
+        ] {
+            let plan = plan(&store, &read_log(scan)).await;
+            assert!(plan.contains(index), "{scan:?}:\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{scan:?} sorts:\n{plan}");
+        }
+        // Several values: one bounded branch each, merged.
+        let plan = plan(&store, &read_log(LogScan::Types(3))).await;
+        assert_eq!(plan.matches("INDEX events_by_type").count(), 3, "{plan}");
+        assert!(plan.contains("MERGE"), "{plan}");
+        let load = plan(&store, LOAD_STREAM).await;
+        assert!(!load.contains("TEMP B-TREE"), "load_stream sorts:\n{load}");
+    }
+}
