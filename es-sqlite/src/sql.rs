@@ -319,7 +319,7 @@ pub(crate) const DATA_VERSION: &str = "PRAGMA data_version";
 mod tests {
     use super::*;
 
-    async fn plan(store: &crate::SqliteStore, statement: &str) -> String {
+    async fn query_plan(store: &crate::SqliteStore, statement: &str) -> String {
         let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "EXPLAIN QUERY PLAN {statement}"
         )))
@@ -339,15 +339,15 @@ mod tests {
             (LogScan::Types(1), "INDEX events_by_type"),
             (LogScan::Names(1), "INDEX events_by_name"),
         ] {
-            let plan = plan(&store, &read_log(scan)).await;
+            let plan = query_plan(&store, &read_log(scan)).await;
             assert!(plan.contains(index), "{scan:?}:\n{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{scan:?} sorts:\n{plan}");
         }
         // Several values: one bounded branch each, merged.
-        let plan = plan(&store, &read_log(LogScan::Types(3))).await;
+        let plan = query_plan(&store, &read_log(LogScan::Types(3))).await;
         assert_eq!(plan.matches("INDEX events_by_type").count(), 3, "{plan}");
         assert!(plan.contains("MERGE"), "{plan}");
-        let load = plan(&store, LOAD_STREAM).await;
+        let load = query_plan(&store, LOAD_STREAM).await;
         assert!(!load.contains("TEMP B-TREE"), "load_stream sorts:\n{load}");
     }
 }
