@@ -62,10 +62,28 @@
 //!   server can lose acknowledged messages; replicas (3 in a cluster) are the safeguard.
 //!   If the stream loses its tail, the relay publishes it again: it resumes from what the
 //!   stream holds. If it loses the whole stream, it is recreated and filled again.
+//! - **Message size.** An event whose message exceeds the server's `max_payload` (1 MiB by
+//!   default) cannot be published: the relay stops there and reports it in its status,
+//!   retrying, rather than skip it.
 //! - **Broker-side consumers** are at least once: the ack floor moves after the handler ran
 //!   (at least once a second, and when caught up), so a crash repeats what was handled
 //!   since; handlers treat a repeat as a no-op, as every [`es_core::AtLeastOnce`] handler
 //!   does.
+//!
+//! ## Running
+//!
+//! ```text
+//! relay:     JetStreamRelay::new(url, JetStreamRelayConfig::default()).consumer("nats-relay", store).spawn()
+//! consumer:  let (log, delivery) = JetStreamSource::new(url, StreamSettings::default()).durable("balances");
+//!            Consumer::new("balances", log, delivery, handler).spawn()
+//! ```
+//!
+//! Several relays may run at once without harm (the stream refuses what another already
+//! wrote), but only one does useful work: give the relay's consumer a lease
+//! ([`Consumer::lease`](es_core::Consumer::lease)) to keep the others waiting. A durable
+//! source pair serves one process at a time: take a lease named like the consumer, and for
+//! a partitioned consumer make one pair per partition, named like the partition's consumer
+//! (`balances[0/4]`).
 //!
 //! ## Failures
 //!

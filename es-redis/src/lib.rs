@@ -64,6 +64,20 @@
 //! - **Cluster.** The scripts touch several keys; on Redis Cluster every key must hash to one
 //!   slot (a prefix with a hash tag, e.g. `{events}:`). Only single-node Redis is tested.
 //!
+//! ## Running
+//!
+//! ```text
+//! relay:     RedisRelay::new(url, RedisRelayConfig::default())?.consumer("redis-relay", store).spawn()
+//! consumer:  Consumer::new("balances", RedisLog::new(url, &Keys::default())?,
+//!                          RedisCheckpoints::new(url, &Keys::default())?.delivery(), handler).spawn()
+//! ```
+//!
+//! Several relays may run at once without harm (the script skips what another already
+//! wrote), but only one does useful work: give the relay's consumer a lease
+//! ([`Consumer::lease`](es_core::Consumer::lease)) to keep the others waiting. `RedisLog` is
+//! read by position, so it also serves views rebuilt at every start
+//! (`AtLeastOnce::new(LocalCheckpoints::new())`) and partitioned consumers.
+//!
 //! ## Failures
 //!
 //! The relay connects on first use: started while Redis is down, it reports the error
