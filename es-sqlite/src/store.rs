@@ -380,7 +380,8 @@ async fn append_into(
             .find(|&rows| rows <= remaining)
             .unwrap_or(1);
         let mut insert = sqlx::query(sql::insert_events(rows));
-        for (offset, event) in (done as i64..).zip(&events[done..done + rows]) {
+        let first = i64::try_from(done).unwrap_or(i64::MAX);
+        for (offset, event) in (first..).zip(&events[done..done + rows]) {
             let extra = if event.metadata.extra.is_empty() {
                 None
             } else {
