@@ -31,27 +31,25 @@ impl Watcher {
             let mut last: Option<i64> = None;
             loop {
                 ticker.tick().await;
-                let current = match conn.as_mut() {
-                    Some(conn) => sqlx::query_scalar::<_, i64>(sql::DATA_VERSION)
-                        .fetch_one(conn)
-                        .await
-                        .ok(),
-                    None => {
-                        conn = SqliteConnection::connect_with(&options).await.ok();
-                        // Whatever committed while there was no connection: wake once.
-                        wakeup.notify();
-                        last = None;
-                        continue;
-                    }
-                };
-                match current {
-                    Some(version) => {
-                        if last.is_some_and(|last| last != version) {
+                if conn.is_none() {
+                    conn = SqliteConnection::connect_with(&options).await.ok();
+                    last = None;
+                }
+                let Some(open) = conn.as_mut() else { continue };
+                match sqlx::query_scalar::<_, i64>(sql::DATA_VERSION)
+                    .fetch_one(open)
+                    .await
+                {
+                    Ok(version) => {
+                        // The first read on a connection is the baseline: it wakes once,
+                        // after the read, for whatever committed before it (a follower
+                        // woken now reads all of that); later commits change the version.
+                        if last != Some(version) {
                             wakeup.notify();
                         }
                         last = Some(version);
                     }
-                    None => conn = None,
+                    Err(_) => conn = None,
                 }
             }
         }))

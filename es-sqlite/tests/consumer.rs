@@ -233,7 +233,13 @@ async fn a_follower_in_another_store_on_the_file_is_woken_by_the_change_watch() 
     .expect("second store");
     let view = Balances::create(&store, "v").await;
     let handle = balances(&other, view.clone()).spawn();
-    handle.wait_for(0, PATIENCE).await.expect("started");
+    // Idle and waiting for a wake-up before anything is appended.
+    let live = handle
+        .watch()
+        .wait_for(|s| s.state == ConsumerState::Live)
+        .await
+        .map(|s| s.state.clone());
+    assert_eq!(live.ok(), Some(ConsumerState::Live));
     let position = seed(&store, "a", &[5]).await;
     handle
         .wait_for(position, PATIENCE)
@@ -567,16 +573,13 @@ async fn a_dropped_append_in_a_transaction_refuses_to_commit() {
 
 #[tokio::test]
 async fn a_lease_is_exclusive_across_stores_and_lost_when_taken_over() {
-    let store =
-        SqliteStore::temporary_with(StoreOptions::new().lease_ttl(Duration::from_millis(200)))
-            .await
-            .expect("store");
-    let other = SqliteStore::open_with(
-        store.path(),
-        StoreOptions::new().lease_ttl(Duration::from_millis(200)),
-    )
-    .await
-    .expect("second store");
+    let ttl = Duration::from_millis(600);
+    let store = SqliteStore::temporary_with(StoreOptions::new().lease_ttl(ttl))
+        .await
+        .expect("store");
+    let other = SqliteStore::open_with(store.path(), StoreOptions::new().lease_ttl(ttl))
+        .await
+        .expect("second store");
     let mut lease = store
         .try_acquire("job")
         .await
@@ -588,7 +591,7 @@ async fn a_lease_is_exclusive_across_stores_and_lost_when_taken_over() {
         "held elsewhere"
     );
     // Renewed past its TTL by the heartbeat.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(ttl * 5 / 2).await;
     assert!(lease.is_held());
     assert!(
         other.try_acquire("job").await.expect("try").is_none(),
@@ -610,7 +613,7 @@ async fn a_lease_is_exclusive_across_stores_and_lost_when_taken_over() {
 
 #[test]
 fn a_dead_holders_lease_can_be_taken_after_it_expires() {
-    let ttl = Duration::from_millis(300);
+    let ttl = Duration::from_secs(1);
     let main = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
