@@ -59,7 +59,10 @@
 //! snapshot (or the last event of a full page): any append not yet visible to it will
 //! commit later, at a higher position. Positions have no gaps (a rolled-back append never
 //! became visible, and the next one reuses its positions). Filters (aggregate types, event
-//! names, time, an upper position) run in SQL, on the two indexes above.
+//! names, time, an upper position) run in SQL: a list of up to 16 aggregate types (or, without
+//! types, event names) reads each value's index in position order, stopping at the page's
+//! limit, and merges them; longer lists, and the unfiltered log, read the primary key in
+//! position order. No page sorts every matching event.
 //!
 //! ## Durability
 //!
@@ -72,13 +75,16 @@
 //!
 //! ## Cancellation
 //!
-//! Every write runs in a [`Tx`], which issues its own `BEGIN IMMEDIATE` and, if dropped
-//! before its `COMMIT` or `ROLLBACK` completed, closes its connection instead of returning it
-//! to the pool: closing rolls back what was not committed. A dropped append is committed
-//! whole or not at all, and no pooled connection is ever left inside a transaction. (sqlx's
-//! own transaction type queues a `ROLLBACK` on drop for the next user of the connection to
-//! run first; that works on SQLite's one-thread-per-connection worker too, but a closed
-//! connection needs no such ordering argument.)
+//! Every write of more than one statement (appends, a consumer's batch, a user's
+//! [`SqliteStore::begin`]) runs in a [`Tx`], which issues its own `BEGIN IMMEDIATE` and, if
+//! dropped before its `COMMIT` or `ROLLBACK` completed, closes its connection instead of
+//! returning it to the pool: closing rolls back what was not committed. A dropped append is
+//! committed whole or not at all, and no pooled connection is ever left inside a
+//! transaction. (sqlx's own transaction type queues a `ROLLBACK` on drop for the next user of
+//! the connection to run first; that works on SQLite's one-thread-per-connection worker too,
+//! but a closed connection needs no such ordering argument. The migrations, which nest
+//! savepoints, use it.) Single-statement writes (snapshots, checkpoints, parked events,
+//! leases) commit on their own, so a dropped one is done or not.
 //!
 //! ## Several processes on one file
 //!
@@ -119,6 +125,8 @@
 //!   [`SqliteStore::append_in`], not [`append`](es_core::StreamStore::append), which would
 //!   wait for the lock the `Tx` holds.
 //! - Input limits are es-core's [`Limits`](es_core::Limits), the same as every store.
+//! - Rows of `events` must never be deleted: positions are the head plus one, so deleting
+//!   the last events would hand their positions out again to followers already past them.
 //! - A lease taken by a future dropped before it returned stays taken until it expires.
 #![doc(test(attr(deny(warnings))))]
 
