@@ -30,6 +30,10 @@
 //! | `parked_events` | `consumer`, `position`, `event_id`, stream, `version`, `event_name`, `error`, `attempts`, `parked_at` (µs) | primary key `(consumer, position)` |
 //! | `leases` | `name`, `holder`, `expires_at` (ms) | primary key `name` |
 //!
+//! `events` is append-only: triggers refuse UPDATE and DELETE from any connection, as on
+//! PostgreSQL. Future erasure tooling drops the triggers in one deliberate maintenance
+//! transaction and re-creates them from their migration.
+//!
 //! Payloads and snapshot states are stored as the JSON text they were given after es-core's
 //! [`Limits`](es_core::Limits) checks (which rewrite negative zero as zero, as every store
 //! does), so what is read back is that text, byte for byte: floats, key order and spacing

@@ -2,7 +2,7 @@
 //! schema (the store's migrations), with the same pragmas and round trips, in the same run.
 //!
 //! ```text
-//! cargo run --release -p es-sqlite --example bench [-- SECONDS_PER_CASE [REBUILD_EVENTS]]
+//! cargo run --release -p es-sqlite --example sqlite_bench [-- SECONDS_PER_CASE [REBUILD_EVENTS]]
 //! ```
 //!
 //! Files go to a new directory under the system's temporary directory (`BENCH_DIR`

@@ -2,7 +2,7 @@
 //! end-to-end latency append → JetStream → broker-side consumer, against the local NATS.
 //!
 //! ```text
-//! cargo run -p es-nats --release --example bench
+//! cargo run -p es-nats --release --example nats_bench
 //! ```
 //! `BENCH_EVENTS` (default 100,000) events; `NATS_URL` (default nats://127.0.0.1:4222).
 

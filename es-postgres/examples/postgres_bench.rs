@@ -2,7 +2,7 @@
 //! same server, in the same run.
 //!
 //! ```text
-//! cargo run --release -p es-postgres --example bench [-- SECONDS_PER_CASE]
+//! cargo run --release -p es-postgres --example postgres_bench [-- SECONDS_PER_CASE]
 //! ```
 //!
 //! `BENCH_POOL` sets the pool size (default 10), `BENCH_NOTIFY_INTERVAL_MS` the store's

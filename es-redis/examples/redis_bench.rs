@@ -2,7 +2,7 @@
 //! append → Redis → broker-side consumer, against the local Redis.
 //!
 //! ```text
-//! cargo run -p es-redis --release --example bench
+//! cargo run -p es-redis --release --example redis_bench
 //! ```
 //! `BENCH_EVENTS` (default 100,000) events; `REDIS_URL` (default redis://127.0.0.1:6379).
 
