@@ -1,6 +1,6 @@
--- An account appears, and its currency's totals (at zero) if they are new.
+-- An account appears (its row given as JSON), and its currency's totals, at zero, if new.
 WITH account AS (
-    INSERT INTO {schema}.ledger_balances (id, owner, currency, balance, overdraft_limit, status, version)
-    VALUES ($1, $2, $3, 0, $4, 'open', $5)
+    INSERT INTO {schema}.ledger_balances
+    SELECT * FROM jsonb_populate_record(NULL::{schema}.ledger_balances, $1)
 )
-INSERT INTO {schema}.ledger_totals (currency) VALUES ($3) ON CONFLICT (currency) DO NOTHING
+INSERT INTO {schema}.ledger_totals (currency) VALUES ($1->>'currency') ON CONFLICT (currency) DO NOTHING

@@ -5,19 +5,18 @@
 //! consumers; queries read a [`ReadSide`] once it includes the caller's writes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use es_core::{
-    AsOf, CommandKey, Committed, ConsumerHandle, ConsumerState, Error, EventSet, ExecuteError,
-    GlobalLogExt, Leases, LocalLeases, LogEvent, Metadata, ParkedEvent, Partition, Progress,
-    RecordedEvent, Repository, Status, StreamId,
+    AsOf, CommandKey, Committed, Error, EventSet, ExecuteError, GlobalLogExt, Leases, LocalLeases,
+    LogEvent, Metadata, ParkedEvent, Partition, Progress, RecordedEvent, Repository, Status,
+    StreamId,
 };
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
@@ -29,7 +28,9 @@ use crate::effects::{LedgerEvent, TransferRow};
 pub use crate::process::Store;
 use crate::process::{self, Partitions, TransferProcess};
 use crate::read_models::memory::{self, MemoryViews, ViewHandler};
-use crate::read_models::{AccountRow, CurrencyTotals, ReadModels, ReadSide, StatementLine};
+use crate::read_models::{
+    AccountRow, CurrencyTotals, ReadModels, ReadSide, Running, StatementLine,
+};
 
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -275,8 +276,7 @@ struct Inner<S> {
     accounts: Repository<Account, S>,
     transfers: Repository<Transfer, S>,
     read_side: Box<dyn ReadSide>,
-    process: Mutex<Vec<ConsumerHandle>>,
-    process_status: Vec<watch::Receiver<Status>>,
+    process: Vec<Running>,
     /// The highest position this ledger wrote or waited for: queries wait for it.
     written: AtomicU64,
     wait: Duration,
@@ -295,8 +295,7 @@ impl<S: Store> Ledger<S> {
         let process = TransferProcess::new(accounts.clone(), transfers.clone());
         let handles = process::spawn(&store, &process, &options.leases, options.partitions);
         let inner = Inner {
-            process_status: handles.iter().map(ConsumerHandle::watch).collect(),
-            process: Mutex::new(handles),
+            process: handles.into_iter().map(Running::new).collect(),
             written: AtomicU64::new(store.head_position().await?),
             store,
             accounts,
@@ -319,10 +318,7 @@ impl<S: Store> Ledger<S> {
 
     /// Runs a command on account `id`.
     pub async fn on_account(
-        &self,
-        cmd: impl Into<Cmd>,
-        id: &str,
-        command: AccountCommand,
+        &self, cmd: impl Into<Cmd>, id: &str, command: AccountCommand,
     ) -> Result<Receipt, AppError> {
         validate_account_id(id)?;
         let accounts = &self.inner.accounts;
@@ -337,12 +333,7 @@ impl<S: Store> Ledger<S> {
     /// where it is when the wait runs out). The transfer id derives from the command key, so
     /// a retry with the same key finds the same transfer.
     pub async fn transfer(
-        &self,
-        cmd: impl Into<Cmd>,
-        from: &str,
-        to: &str,
-        amount: &Money,
-        reference: &str,
+        &self, cmd: impl Into<Cmd>, from: &str, to: &str, amount: &Money, reference: &str,
     ) -> Result<TransferOutcome, AppError> {
         let receipt = self.request_transfer(cmd, from, to, amount, reference).await?;
         let transfer_id = receipt.id.parse().map_err(|_| AppError::NotFound(receipt.id))?;
@@ -351,12 +342,7 @@ impl<S: Store> Ledger<S> {
 
     /// Records a transfer request; the process manager takes it from there.
     pub async fn request_transfer(
-        &self,
-        cmd: impl Into<Cmd>,
-        from: &str,
-        to: &str,
-        amount: &Money,
-        reference: &str,
+        &self, cmd: impl Into<Cmd>, from: &str, to: &str, amount: &Money, reference: &str,
     ) -> Result<Receipt, AppError> {
         let cmd = cmd.into();
         let id = cmd.key.event_id(&StreamId::new("Transfer", "request"), 0).to_string();
@@ -418,17 +404,8 @@ impl<S: Store> Ledger<S> {
         let deadline = Instant::now() + self.inner.wait;
         loop {
             let head = self.inner.store.head_position().await?;
-            for status in &self.inner.process_status {
-                let mut status = status.clone();
-                let elsewhere = |s: &Status| s.state == ConsumerState::WaitingForLease;
-                let reached =
-                    status.wait_for(|s| s.checkpoint >= head || elsewhere(s) || stopped(s));
-                match timeout_at(deadline, reached).await {
-                    Ok(Ok(s)) if !stopped(&s) => {}
-                    _ => {
-                        return Err(Error::Timeout(format!("process manager behind {head}")).into());
-                    }
-                }
+            for partition in &self.inner.process {
+                partition.reached(head, deadline).await?;
             }
             if self.inner.store.head_position().await? == head {
                 self.wrote(head);
@@ -439,7 +416,7 @@ impl<S: Store> Ledger<S> {
 
     /// Every consumer's status: the read models' and each process-manager partition's.
     pub fn status(&self) -> Vec<Status> {
-        let process = self.inner.process_status.iter().map(|s| s.borrow().clone());
+        let process = self.inner.process.iter().map(Running::status);
         std::iter::once(self.inner.read_side.status()).chain(process).collect()
     }
 
@@ -453,12 +430,12 @@ impl<S: Store> Ledger<S> {
         Ok(parked)
     }
 
-    /// Stops the process manager after its current batches, saving its checkpoints.
+    /// Stops the consumers (process manager and read models) after their current batches,
+    /// saving their checkpoints.
     pub async fn shutdown(&self) -> Result<(), AppError> {
-        let handles =
-            std::mem::take(&mut *self.inner.process.lock().unwrap_or_else(PoisonError::into_inner));
-        let stopped = futures::future::join_all(handles.into_iter().map(ConsumerHandle::shutdown));
-        Ok(stopped.await.into_iter().collect::<Result<(), _>>()?)
+        let stopped = futures::future::join_all(self.inner.process.iter().map(Running::shutdown));
+        stopped.await.into_iter().collect::<Result<(), _>>()?;
+        Ok(self.inner.read_side.shutdown().await?)
     }
 
     /// One account's row once the read models include global `position`.
@@ -580,8 +557,7 @@ impl<S: Store> Ledger<S> {
     /// Empties the read models and replays the whole log into them, calling `on_progress`
     /// after every batch; then checks their invariants.
     pub async fn rebuild(
-        &self,
-        mut on_progress: impl FnMut(Progress) + Send,
+        &self, mut on_progress: impl FnMut(Progress) + Send,
     ) -> Result<Progress, AppError> {
         let progress = self.inner.read_side.rebuild(&mut on_progress).await?;
         self.check().await?;
@@ -622,10 +598,6 @@ impl<S: Store> Ledger<S> {
     }
 }
 
-fn stopped(status: &Status) -> bool {
-    matches!(status.state, ConsumerState::Stopped | ConsumerState::ShutDown)
-}
-
 fn rejected(error: ExecuteError<LedgerError>) -> AppError {
     match error {
         ExecuteError::Rejected(e) => AppError::Domain(e),
@@ -645,8 +617,7 @@ impl AppError {
 
 /// An audit entry for `event`; `currency` is the account's, learnt from its opening.
 fn audit_entry(
-    event: &RecordedEvent,
-    currency: &mut Option<Currency>,
+    event: &RecordedEvent, currency: &mut Option<Currency>,
 ) -> Result<AuditEntry, AppError> {
     let (description, data) = match LedgerEvent::from_record(event).transpose()? {
         Some(LedgerEvent::Account(e)) => {

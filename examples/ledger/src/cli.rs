@@ -169,9 +169,7 @@ impl Cli {
 
 /// Runs one subcommand (all but `serve`) against `ledger`, writing the report to `out`.
 pub async fn execute<S: Store>(
-    ledger: &Ledger<S>,
-    cli: Cli,
-    out: &mut (impl Write + Send),
+    ledger: &Ledger<S>, cli: Cli, out: &mut (impl Write + Send),
 ) -> Result<(), CliError> {
     let (cmd, json) = (cli.cmd(), cli.json);
     let mut account_command = async |id: &str, command| {
@@ -266,9 +264,7 @@ pub async fn execute<S: Store>(
 }
 
 async fn parse_amount<S: Store>(
-    ledger: &Ledger<S>,
-    account: &str,
-    amount: &str,
+    ledger: &Ledger<S>, account: &str, amount: &str,
 ) -> Result<Money, CliError> {
     let account = ledger.load_account(account).await?;
     let currency = account.currency().cloned().ok_or("the account has no currency")?;

@@ -9,14 +9,13 @@ use serde_json::value::to_raw_value;
 use uuid::Uuid;
 
 use crate::app::{AccountCommand as A, AppError, Ledger, Store, TransferOutcome};
-use crate::cli::CliError;
 use crate::domain::{Currency, Money};
 use crate::report;
+use es_core::BoxError as CliError;
 
 /// Runs the scenario on `ledger` and writes the report to `out`.
 pub async fn run<S: Store>(
-    ledger: &Ledger<S>,
-    out: &mut (impl Write + Send),
+    ledger: &Ledger<S>, out: &mut (impl Write + Send),
 ) -> Result<(), CliError> {
     let tag = match ledger.load_account("alice").await {
         Err(AppError::NotFound(_)) => String::new(),
@@ -179,9 +178,7 @@ pub async fn run<S: Store>(
 /// Writes an account and a version-1 `MoneyDeposited` payload straight to the store, as the
 /// first release of the app would have: it has no `reference` field.
 async fn import_legacy_account<S: Store>(
-    ledger: &Ledger<S>,
-    id: &str,
-    eur: &Currency,
+    ledger: &Ledger<S>, id: &str, eur: &Currency,
 ) -> Result<(), CliError> {
     let meta = Metadata::by_user("migration-2019").with_causation_id(Uuid::now_v7());
     let open = A::Open { owner: "Erin Legacy".into(), currency: eur.clone(), overdraft_limit: 0 };

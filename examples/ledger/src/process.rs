@@ -77,19 +77,14 @@ impl<S: Clone> Clone for TransferProcess<S> {
 /// A consumer named `name` running the process manager over `store`, at least once, with its
 /// checkpoint in the store.
 pub fn consumer<S: Store>(
-    name: &str,
-    store: S,
-    process: TransferProcess<S>,
+    name: &str, store: S, process: TransferProcess<S>,
 ) -> Consumer<TransferProcess<S>, S, AtLeastOnce<S>> {
     Consumer::new(name, store.clone(), AtLeastOnce::new(store), process)
 }
 
 /// Spawns every partition of the process manager, each under a lease from `leases`.
 pub fn spawn<S: Store>(
-    store: &S,
-    process: &TransferProcess<S>,
-    leases: &Arc<dyn Leases>,
-    options: Partitions,
+    store: &S, process: &TransferProcess<S>, leases: &Arc<dyn Leases>, options: Partitions,
 ) -> Vec<ConsumerHandle> {
     Partition::all(options.count)
         .map(|partition| {
@@ -203,9 +198,7 @@ impl<S: Store> Step<'_, S> {
     }
 
     async fn account<R: IntoEvents<<Account as es_core::Aggregate>::Event>>(
-        &self,
-        account: &str,
-        step: &str,
+        &self, account: &str, step: &str,
         decide: impl FnMut(&Account) -> Result<R, LedgerError> + Send,
     ) -> Outcome {
         let accounts = &self.process.accounts;
@@ -213,9 +206,7 @@ impl<S: Store> Step<'_, S> {
     }
 
     async fn transfer<R: IntoEvents<TransferEvent>>(
-        &self,
-        step: &str,
-        decide: impl FnMut(&Transfer) -> Result<R, LedgerError> + Send,
+        &self, step: &str, decide: impl FnMut(&Transfer) -> Result<R, LedgerError> + Send,
     ) -> Outcome {
         let transfers = &self.process.transfers;
         outcome(transfers.execute_once(self.id, self.key(step), self.meta(), decide).await)
@@ -234,9 +225,7 @@ impl<S: Store> EventHandler for TransferProcess<S> {
     type Event = TransferEvent;
 
     async fn handle(
-        &mut self,
-        _: &mut (),
-        event: &Envelope<TransferEvent>,
+        &mut self, _: &mut (), event: &Envelope<TransferEvent>,
     ) -> Result<(), BoxError> {
         self.react(&event.record).await
     }

@@ -36,9 +36,7 @@ pub fn balances(out: &mut (impl Write + ?Sized), rows: &[AccountRow]) -> Result<
 
 /// Writes a statement.
 pub fn statement(
-    out: &mut (impl Write + ?Sized),
-    lines: &[StatementLine],
-    currency: &Currency,
+    out: &mut (impl Write + ?Sized), lines: &[StatementLine], currency: &Currency,
 ) -> Result<()> {
     writeln!(out, "  {:>3} {:<12} {:>10} {:>10}  description", "v", "time", "amount", "balance")?;
     let signed = |minor: i64| {
@@ -89,8 +87,7 @@ pub fn audit(out: &mut (impl Write + ?Sized), entries: &[AuditEntry]) -> Result<
 
 /// Writes the totals per currency with the conservation check.
 pub fn totals(
-    out: &mut (impl Write + ?Sized),
-    totals: &BTreeMap<Currency, CurrencyTotals>,
+    out: &mut (impl Write + ?Sized), totals: &BTreeMap<Currency, CurrencyTotals>,
 ) -> Result<()> {
     for (currency, t) in totals {
         let amount = |minor: i128| Money::format_minor(minor, currency);
@@ -126,9 +123,7 @@ pub fn outcome(outcome: &TransferOutcome) -> String {
 
 /// Writes the consumers' status, and the events the process manager parked.
 pub fn status(
-    out: &mut (impl Write + ?Sized),
-    statuses: &[Status],
-    parked: &[ParkedEvent],
+    out: &mut (impl Write + ?Sized), statuses: &[Status], parked: &[ParkedEvent],
 ) -> Result<()> {
     for s in statuses {
         let error =

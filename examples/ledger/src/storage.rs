@@ -100,9 +100,7 @@ pub async fn open(args: &StorageArgs, need: Need) -> Result<Opened, AppError> {
 /// The ledger on PostgreSQL in `schema` (created and migrated if needed), its read models in
 /// tables there.
 pub async fn postgres(
-    url: &str,
-    schema: &str,
-    process: bool,
+    url: &str, schema: &str, process: bool,
 ) -> Result<Ledger<PostgresStore>, AppError> {
     let store = PostgresStore::connect_with(url, StoreOptions::new().schema(schema)).await?;
     let tables = TableViews::open(store.clone()).await?;
@@ -111,9 +109,7 @@ pub async fn postgres(
 
 /// The ledger on `store`, leasing the process manager's partitions (if it runs) from the store.
 pub async fn with_leases<S: Store + Leases>(
-    store: S,
-    read_side: Option<Box<dyn ReadSide>>,
-    process: bool,
+    store: S, read_side: Option<Box<dyn ReadSide>>, process: bool,
 ) -> Result<Ledger<S>, AppError> {
     let mut options = Options { leases: Arc::new(store.clone()), read_side, ..Options::default() };
     options.partitions.count = if process { options.partitions.count } else { 0 };

@@ -230,10 +230,7 @@ struct ContestedStore {
 
 impl StreamStore for ContestedStore {
     async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        &self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, Error> {
         if self.contested.load(Ordering::SeqCst) {
             let actual = self.inner.stream_version(stream).await?;
@@ -243,9 +240,7 @@ impl StreamStore for ContestedStore {
         self.inner.append(stream, expected, events).await
     }
     async fn read_stream(
-        &self,
-        s: &StreamId,
-        q: &StreamQuery,
+        &self, s: &StreamId, q: &StreamQuery,
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.inner.read_stream(s, q).await
     }

@@ -253,10 +253,7 @@ impl Account {
 
     /// Opens the account.
     pub fn open(
-        &self,
-        owner: &str,
-        currency: Currency,
-        overdraft_limit: i64,
+        &self, owner: &str, currency: Currency, overdraft_limit: i64,
     ) -> Result<AccountOpened, LedgerError> {
         if self.status != AccountStatus::NotOpened {
             return Err(LedgerError::AccountAlreadyExists);
@@ -322,10 +319,7 @@ impl Account {
 
     /// Debits the source of a transfer. Idempotent: a transfer already sent decides nothing.
     pub fn send_transfer(
-        &self,
-        transfer_id: Uuid,
-        to_account: &str,
-        amount: &Money,
+        &self, transfer_id: Uuid, to_account: &str, amount: &Money,
     ) -> Result<Option<TransferSent>, LedgerError> {
         if self.outgoing.contains_key(&transfer_id) {
             return Ok(None);
@@ -339,10 +333,7 @@ impl Account {
     /// Credits the destination of a transfer. Idempotent: a transfer already received
     /// decides nothing.
     pub fn receive_transfer(
-        &self,
-        transfer_id: Uuid,
-        from_account: &str,
-        amount: &Money,
+        &self, transfer_id: Uuid, from_account: &str, amount: &Money,
     ) -> Result<Option<TransferReceived>, LedgerError> {
         if self.incoming.contains_key(&transfer_id) {
             return Ok(None);
@@ -355,8 +346,7 @@ impl Account {
 
     /// Marks an outgoing transfer as arrived. Idempotent.
     pub fn settle_transfer(
-        &self,
-        transfer_id: Uuid,
+        &self, transfer_id: Uuid,
     ) -> Result<Option<TransferSettled>, LedgerError> {
         match self.outgoing.get(&transfer_id) {
             Some(Leg::InFlight(_)) => Ok(Some(TransferSettled { transfer_id })),
@@ -369,9 +359,7 @@ impl Account {
     /// whatever the account's status (a compensation records money that is ours; it cannot
     /// overflow, since credits leave room for the money in flight), and idempotent.
     pub fn refund_transfer(
-        &self,
-        transfer_id: Uuid,
-        reason: &str,
+        &self, transfer_id: Uuid, reason: &str,
     ) -> Result<Option<TransferRefunded>, LedgerError> {
         match self.outgoing.get(&transfer_id) {
             Some(Leg::InFlight(amount)) => {
@@ -386,9 +374,7 @@ impl Account {
     /// Takes back a credit that must not stand. Accepted whatever the account's status and
     /// overdraft (the money was never ours), refused only below `i64::MIN`; idempotent.
     pub fn reverse_transfer(
-        &self,
-        transfer_id: Uuid,
-        reason: &str,
+        &self, transfer_id: Uuid, reason: &str,
     ) -> Result<Option<TransferReversed>, LedgerError> {
         match self.incoming.get(&transfer_id) {
             Some(Leg::Received(amount)) => {

@@ -157,11 +157,7 @@ impl Transfer {
 
     /// Requests the transfer.
     pub fn request(
-        &self,
-        from_account: &str,
-        to_account: &str,
-        amount: &Money,
-        reference: &str,
+        &self, from_account: &str, to_account: &str, amount: &Money, reference: &str,
     ) -> Result<TransferRequested, LedgerError> {
         if self.status != TransferStatus::None {
             return Err(LedgerError::TransferAlreadyExists);
@@ -219,10 +215,7 @@ impl Transfer {
     /// The event when the transfer is at one of `from`, nothing when it already reached `to`
     /// (an idempotent repeat), an error otherwise.
     fn step<E>(
-        &self,
-        from: &[TransferStatus],
-        to: TransferStatus,
-        step: &'static str,
+        &self, from: &[TransferStatus], to: TransferStatus, step: &'static str,
         event: impl FnOnce() -> E,
     ) -> Result<Option<E>, LedgerError> {
         match self.status {

@@ -85,9 +85,7 @@ pub fn router<S: Store>(ledger: Ledger<S>) -> Router {
 /// Binds `addr` and serves the API until `shutdown` completes; reports the bound address
 /// through `on_bound` before serving (useful with port 0).
 pub async fn serve<S: Store>(
-    ledger: Ledger<S>,
-    addr: SocketAddr,
-    on_bound: impl FnOnce(SocketAddr),
+    ledger: Ledger<S>, addr: SocketAddr, on_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;

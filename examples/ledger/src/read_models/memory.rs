@@ -8,13 +8,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use es_core::{
-    AtLeastOnce, BatchError, BoxError, Consumer, ConsumerHandle, Envelope, Error, EventHandler,
-    GlobalLog, LocalCheckpoints, Progress, Status,
+    AtLeastOnce, BatchError, BoxError, Consumer, Envelope, Error, EventHandler, GlobalLog,
+    LocalCheckpoints, Progress, Status,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{AccountRow, CurrencyTotals, OnProgress, ReadModels, ReadSide, StatementLine};
+use super::{AccountRow, CurrencyTotals, OnProgress, ReadModels, ReadSide, Running, StatementLine};
 use crate::domain::Currency;
 use crate::effects::{LedgerEvent, TransferRow, effect};
 
@@ -45,9 +45,7 @@ impl EventHandler for ViewHandler {
     }
 
     async fn handle_batch(
-        &mut self,
-        _: &mut (),
-        events: &[Envelope<LedgerEvent>],
+        &mut self, _: &mut (), events: &[Envelope<LedgerEvent>],
     ) -> Result<(), BatchError> {
         // One write lock per batch; `apply` leaves the models unchanged when it fails.
         let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
@@ -66,15 +64,14 @@ impl EventHandler for ViewHandler {
 
 /// A consumer of the read models over `log`, with in-process checkpoints.
 pub fn consumer<L: GlobalLog>(
-    log: L,
-    handler: ViewHandler,
+    log: L, handler: ViewHandler,
 ) -> Consumer<ViewHandler, L, AtLeastOnce<LocalCheckpoints>> {
     Consumer::new(VIEWS, log, AtLeastOnce::new(LocalCheckpoints::new()), handler)
 }
 
 struct Live {
     models: Shared,
-    handle: ConsumerHandle,
+    running: Running,
 }
 
 /// The read models in memory, caught up with the log at start and kept live.
@@ -95,7 +92,7 @@ impl<L: GlobalLog + Clone + 'static> MemoryViews<L> {
         let models = handler.models.clone();
         let mut consumer = consumer(log, handler);
         let progress = consumer.rebuild(on_progress).await?;
-        Ok((Live { models, handle: consumer.spawn() }, progress))
+        Ok((Live { models, running: Running::new(consumer.spawn()) }, progress))
     }
 
     fn live(&self) -> Arc<Live> {
@@ -112,7 +109,8 @@ impl<L: GlobalLog + Clone + 'static> MemoryViews<L> {
 impl<L: GlobalLog + Clone + 'static> ReadSide for MemoryViews<L> {
     fn wait_for(&self, position: u64, timeout: Duration) -> BoxFuture<'_, Result<(), Error>> {
         let live = self.live();
-        async move { live.handle.wait_for(position, timeout).await }.boxed()
+        let deadline = tokio::time::Instant::now() + timeout;
+        async move { live.running.reached(position, deadline).await.map(drop) }.boxed()
     }
 
     fn account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AccountRow>, Error>> {
@@ -124,8 +122,7 @@ impl<L: GlobalLog + Clone + 'static> ReadSide for MemoryViews<L> {
     }
 
     fn statement<'a>(
-        &'a self,
-        id: &'a str,
+        &'a self, id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<StatementLine>>, Error>> {
         self.read(|m| Ok(m.statements.get(id).cloned()))
     }
@@ -143,8 +140,7 @@ impl<L: GlobalLog + Clone + 'static> ReadSide for MemoryViews<L> {
     }
 
     fn rebuild<'a>(
-        &'a self,
-        on_progress: OnProgress<'a>,
+        &'a self, on_progress: OnProgress<'a>,
     ) -> BoxFuture<'a, Result<Progress, Error>> {
         async move {
             let (live, progress) = Self::start(self.log.clone(), on_progress).await?;
@@ -155,6 +151,11 @@ impl<L: GlobalLog + Clone + 'static> ReadSide for MemoryViews<L> {
     }
 
     fn status(&self) -> Status {
-        self.live().handle.status()
+        self.live().running.status()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), Error>> {
+        let live = self.live();
+        async move { live.running.shutdown().await }.boxed()
     }
 }

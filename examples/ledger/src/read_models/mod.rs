@@ -14,9 +14,13 @@ pub mod tables;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use es_core::{Error, Progress, Status};
+use std::sync::{Mutex, PoisonError};
+
+use es_core::{ConsumerHandle, ConsumerState, Error, Progress, Status};
 use futures::future::BoxFuture;
 use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
 use crate::domain::Currency;
@@ -149,8 +153,7 @@ pub trait ReadSide: Send + Sync {
 
     /// One account's statement; `None` if there is no such account.
     fn statement<'a>(
-        &'a self,
-        id: &'a str,
+        &'a self, id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<StatementLine>>, Error>>;
 
     /// Totals per currency.
@@ -168,4 +171,60 @@ pub trait ReadSide: Send + Sync {
 
     /// The status of the consumer that feeds them (parked events included).
     fn status(&self) -> Status;
+
+    /// Stops the consumer that feeds them, after its current batch.
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+/// A spawned consumer seen from outside: its status, waits on it, and its shutdown.
+pub struct Running {
+    status: watch::Receiver<Status>,
+    handle: Mutex<Option<ConsumerHandle>>,
+}
+
+impl Running {
+    /// Watches `handle`'s consumer.
+    pub fn new(handle: ConsumerHandle) -> Self {
+        Self { status: handle.watch(), handle: Mutex::new(Some(handle)) }
+    }
+
+    /// The consumer's status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the consumer has handled `position` (`Ok(true)`), or another runner holds
+    /// its lease (`Ok(false)`); fails if it stopped, or at `deadline`.
+    pub async fn reached(&self, position: u64, deadline: Instant) -> Result<bool, Error> {
+        let mut status = self.status.clone();
+        let ended = |s: &Status| {
+            matches!(
+                s.state,
+                ConsumerState::WaitingForLease | ConsumerState::Stopped | ConsumerState::ShutDown
+            )
+        };
+        let done = |s: &Status| s.checkpoint >= position || ended(s);
+        match timeout_at(deadline, status.wait_for(done)).await {
+            Ok(Ok(s)) if s.checkpoint >= position => Ok(true),
+            Ok(Ok(s)) if s.state == ConsumerState::WaitingForLease => Ok(false),
+            Ok(Ok(s)) => {
+                let error = s.last_error.as_deref().unwrap_or_default();
+                Err(Error::Invalid(format!("{} ended at {}: {error}", s.name, s.checkpoint)))
+            }
+            Ok(Err(_)) => Err(Error::Invalid("the consumer is gone".into())),
+            Err(_) => {
+                let name = self.status().name;
+                Err(Error::Timeout(format!("{name} did not reach position {position} in time")))
+            }
+        }
+    }
+
+    /// Stops the consumer after its current batch and waits for it.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let handle = self.handle.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match handle {
+            Some(handle) => handle.shutdown().await,
+            None => Ok(()),
+        }
+    }
 }

@@ -8,15 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use es_core::{
-    BoxError, Consumer, ConsumerHandle, Envelope, Error, EventHandler, Progress, Status,
-};
+use es_core::{BoxError, Consumer, Envelope, Error, EventHandler, Progress, Status};
 use es_postgres::{ExactlyOnce, PgTx, PostgresStore};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow, PgConnection};
 
-use super::{AccountRow, CurrencyTotals, OnProgress, ReadModels, ReadSide, StatementLine};
+use super::{AccountRow, CurrencyTotals, OnProgress, ReadModels, ReadSide, Running, StatementLine};
 use crate::domain::Currency;
 use crate::effects::{Effect, LedgerEvent, TransferRow, effect};
 
@@ -111,15 +110,7 @@ impl TableHandler {
         let query = |text: &String| sqlx::query(AssertSqlSafe(text.clone()));
         match effect {
             Effect::Open(row) => {
-                let version = i64::try_from(row.version)?;
-                query(&sql.open_account)
-                    .bind(&row.id)
-                    .bind(&row.owner)
-                    .bind(row.currency.as_str())
-                    .bind(row.overdraft_limit)
-                    .bind(version)
-                    .execute(conn)
-                    .await?;
+                query(&sql.open_account).bind(Json(row)).execute(conn).await?;
             }
             Effect::Account { id, version, status, movement } => {
                 let change = movement.as_ref().map_or(Ok(0), |m| i64::try_from(m.change))?;
@@ -135,35 +126,14 @@ impl TableHandler {
                 let Some(m) = movement else { return Ok(()) };
                 let line =
                     m.line(version, &currency.parse()?, balance).ok_or("amount too large")?;
-                query(&sql.movement)
-                    .bind(&currency)
-                    .bind(i64::try_from(m.net_inflow)?)
-                    .bind(line.amount)
-                    .bind(i64::try_from(m.in_flight)?)
-                    .bind(&id)
-                    .bind(i64::try_from(version)?)
-                    .bind(i64::try_from(line.position)?)
-                    .bind(line.recorded_at)
-                    .bind(&line.description)
-                    .bind(balance)
-                    .bind(line.transfer_id)
-                    .bind(&line.user_id)
-                    .bind(line.correlation_id)
-                    .execute(conn)
-                    .await?;
+                let (net_inflow, in_flight) =
+                    (i64::try_from(m.net_inflow)?, i64::try_from(m.in_flight)?);
+                let movement =
+                    query(&sql.movement).bind(&currency).bind(net_inflow).bind(line.amount);
+                movement.bind(in_flight).bind(&id).bind(Json(line)).execute(conn).await?;
             }
-            Effect::Request(t) => {
-                query(&sql.request_transfer)
-                    .bind(t.id)
-                    .bind(&t.from_account)
-                    .bind(&t.to_account)
-                    .bind(t.amount)
-                    .bind(t.currency.as_str())
-                    .bind(t.requested_at)
-                    .bind(&t.requested_by)
-                    .bind(t.correlation_id)
-                    .execute(conn)
-                    .await?;
+            Effect::Request(row) => {
+                query(&sql.request_transfer).bind(Json(row)).execute(conn).await?;
             }
             Effect::Transfer { id, status, reason } => {
                 let step = query(&sql.transfer_step).bind(id).bind(status.as_str()).bind(reason);
@@ -180,9 +150,7 @@ impl EventHandler<PgTx> for TableHandler {
     type Event = LedgerEvent;
 
     async fn handle(
-        &mut self,
-        tx: &mut PgTx,
-        event: &Envelope<LedgerEvent>,
+        &mut self, tx: &mut PgTx, event: &Envelope<LedgerEvent>,
     ) -> Result<(), BoxError> {
         self.apply(tx.conn(), effect(event)?).await
     }
@@ -197,7 +165,7 @@ impl EventHandler<PgTx> for TableHandler {
 pub struct TableViews {
     store: PostgresStore,
     handler: TableHandler,
-    handle: ConsumerHandle,
+    running: Running,
 }
 
 impl TableViews {
@@ -211,21 +179,18 @@ impl TableViews {
         sqlx::query(AssertSqlSafe(path)).execute(&mut conn).await.map_err(backend)?;
         migrator.run_direct(None, &mut conn, false).await.map_err(Error::backend)?;
         let handler = TableHandler { sql: std::sync::Arc::new(Sql::new(store.schema())) };
-        let handle = Self::consumer(&store, handler.clone()).spawn();
-        Ok(Self { store, handler, handle })
+        let running = Running::new(Self::consumer(&store, handler.clone()).spawn());
+        Ok(Self { store, handler, running })
     }
 
     fn consumer(
-        store: &PostgresStore,
-        handler: TableHandler,
+        store: &PostgresStore, handler: TableHandler,
     ) -> Consumer<TableHandler, PostgresStore, ExactlyOnce> {
         Consumer::new(TABLES, store.clone(), ExactlyOnce::new(store.clone()), handler)
     }
 
     fn rows<'a, R>(
-        &'a self,
-        sql: &'a str,
-        id: Option<&'a str>,
+        &'a self, sql: &'a str, id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<R>, Error>>
     where
         R: for<'r> FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin + 'a,
@@ -240,7 +205,8 @@ impl TableViews {
 
 impl ReadSide for TableViews {
     fn wait_for(&self, position: u64, timeout: Duration) -> BoxFuture<'_, Result<(), Error>> {
-        self.handle.wait_for(position, timeout).boxed()
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.running.reached(position, deadline).map(|r| r.map(drop)).boxed()
     }
 
     fn account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AccountRow>, Error>> {
@@ -254,8 +220,7 @@ impl ReadSide for TableViews {
     }
 
     fn statement<'a>(
-        &'a self,
-        id: &'a str,
+        &'a self, id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<StatementLine>>, Error>> {
         async move {
             if self.account(id).await?.is_none() {
@@ -307,8 +272,7 @@ impl ReadSide for TableViews {
     }
 
     fn rebuild<'a>(
-        &'a self,
-        on_progress: OnProgress<'a>,
+        &'a self, on_progress: OnProgress<'a>,
     ) -> BoxFuture<'a, Result<Progress, Error>> {
         // Truncates and resets the shared checkpoint in one transaction, under the
         // checkpoint row's lock; the live consumers (here and in other processes) then take
@@ -318,6 +282,10 @@ impl ReadSide for TableViews {
     }
 
     fn status(&self) -> Status {
-        self.handle.status()
+        self.running.status()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), Error>> {
+        self.running.shutdown().boxed()
     }
 }

@@ -40,10 +40,7 @@ fn setup_meta() -> Metadata {
 }
 
 async fn open<S: EventStore + Clone + 'static>(
-    ledger: &Ledger<S>,
-    id: &str,
-    currency: &str,
-    overdraft_limit: i64,
+    ledger: &Ledger<S>, id: &str, currency: &str, overdraft_limit: i64,
 ) {
     let open = AccountCommand::Open {
         owner: "Owner".into(),
@@ -80,9 +77,7 @@ pub async fn setup<S: EventStore + Clone + 'static>(ledger: &Ledger<S>) -> Vec<S
 
 /// Random freezes, deposits, withdrawals and (mostly) transfers; returns how many transfers.
 pub async fn worker<S: EventStore + Clone + 'static>(
-    ledger: Ledger<S>,
-    ids: Vec<String>,
-    seed: u64,
+    ledger: Ledger<S>, ids: Vec<String>, seed: u64,
 ) -> Result<u64, AppError> {
     let mut rng = Rng::seeded(seed);
     let mut transfers = 0;
@@ -169,10 +164,7 @@ pub struct StormCounts {
 /// frozen, so some credits fail. Afterwards every stored transfer ends completed or
 /// compensated, and every acknowledged outcome is what was stored.
 pub async fn transfer_storm<S: EventStore + Clone + 'static>(
-    ledger: &Ledger<S>,
-    tasks: u64,
-    per_task: u64,
-    max_drop: Duration,
+    ledger: &Ledger<S>, tasks: u64, per_task: u64, max_drop: Duration,
 ) -> StormCounts {
     const SOURCES: u64 = 8;
     for i in 0..SOURCES {

@@ -53,10 +53,7 @@ impl Api {
     }
 
     pub async fn post_with(
-        &self,
-        path: &str,
-        body: Value,
-        headers: &[(&str, &str)],
+        &self, path: &str, body: Value, headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
         let mut request = self
             .client
@@ -70,10 +67,7 @@ impl Api {
     }
 
     pub async fn post_raw(
-        &self,
-        path: &str,
-        body: impl Into<reqwest::Body>,
-        headers: &[(&str, &str)],
+        &self, path: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
         let mut request = self
             .client
