@@ -29,7 +29,7 @@ pub use crate::process::Store;
 use crate::process::{self, Partitions, TransferProcess};
 use crate::read_models::memory::{self, MemoryViews, ViewHandler};
 use crate::read_models::{
-    AccountRow, CurrencyTotals, ReadModels, ReadSide, Running, StatementLine,
+    AccountRow, CurrencyTotals, ReadModels, ReadSide, Running, Scope, StatementLine,
 };
 
 /// Why a ledger operation failed.
@@ -41,31 +41,16 @@ pub enum AppError {
     /// The account or transfer does not exist.
     #[error("{0} not found")]
     NotFound(String),
-    /// The stream stayed contested through every retry.
-    #[error("{0}")]
-    Conflict(Error),
-    /// The store refused the input before writing anything (a limit every store applies).
-    #[error("{0}")]
-    Invalid(Error),
-    /// The store failed, or a wait timed out.
-    #[error("store error: {0}")]
-    Store(Error),
+    /// The store failed or refused (a conflict through every retry, a limit every store
+    /// applies), or a wait timed out.
+    #[error(transparent)]
+    Store(#[from] Error),
     /// The idempotency key was used before for another request.
     #[error("this idempotency key was used for a different request")]
     KeyReused,
     /// The read models broke an invariant (a bug, never a user error).
     #[error("read model inconsistent: {0}")]
     Inconsistent(String),
-}
-
-impl From<Error> for AppError {
-    fn from(error: Error) -> Self {
-        match error {
-            Error::Conflict { .. } => AppError::Conflict(error),
-            Error::Invalid(_) => AppError::Invalid(error),
-            error => AppError::Store(error),
-        }
-    }
 }
 
 /// A command's context: who asks (metadata) and the key that makes it safe to retry. A
@@ -438,12 +423,17 @@ impl<S: Store> Ledger<S> {
         Ok(self.inner.read_side.shutdown().await?)
     }
 
+    /// The read models `scope` asks for, once they include every position this ledger wrote.
+    async fn read(&self, scope: Scope<'_>) -> Result<ReadModels, AppError> {
+        self.floor().await?;
+        Ok(self.inner.read_side.read(scope).await?)
+    }
+
     /// One account's row once the read models include global `position`.
     pub async fn account_after(&self, id: &str, position: u64) -> Result<AccountRow, AppError> {
         validate_account_id(id)?;
         self.wrote(position);
-        self.floor().await?;
-        let row = self.inner.read_side.account(id).await?;
+        let row = self.read(Scope::Account(id)).await?.accounts.into_values().next();
         row.ok_or_else(|| AppError::NotFound(format!("account {id}")))
     }
 
@@ -454,34 +444,29 @@ impl<S: Store> Ledger<S> {
 
     /// Every account's balance.
     pub async fn balances(&self) -> Result<Vec<AccountRow>, AppError> {
-        self.floor().await?;
-        Ok(self.inner.read_side.accounts().await?)
+        Ok(self.read(Scope::Accounts).await?.accounts.into_values().collect())
     }
 
     /// An account's statement: every movement with the running balance.
     pub async fn statement(&self, id: &str) -> Result<Vec<StatementLine>, AppError> {
         validate_account_id(id)?;
-        self.floor().await?;
-        let lines = self.inner.read_side.statement(id).await?;
+        let lines = self.read(Scope::Statement(id)).await?.statements.remove(id);
         lines.ok_or_else(|| AppError::NotFound(format!("account {id}")))
     }
 
     /// Ledger-wide totals per currency.
     pub async fn totals(&self) -> Result<BTreeMap<Currency, CurrencyTotals>, AppError> {
-        self.floor().await?;
-        Ok(self.inner.read_side.totals().await?)
+        Ok(self.read(Scope::Totals).await?.totals)
     }
 
     /// Every transfer, as the read side sees it.
     pub async fn transfers(&self) -> Result<Vec<TransferRow>, AppError> {
-        self.floor().await?;
-        Ok(self.inner.read_side.transfers().await?)
+        Ok(self.read(Scope::Transfers).await?.transfers.into_values().collect())
     }
 
     /// Every read model as one consistent value.
     pub async fn read_models(&self) -> Result<ReadModels, AppError> {
-        self.floor().await?;
-        Ok(self.inner.read_side.snapshot().await?)
+        self.read(Scope::All).await
     }
 
     /// Checks the read models' invariants (money conserved, statements match balances).

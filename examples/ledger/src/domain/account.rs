@@ -220,11 +220,6 @@ impl Account {
         self.status
     }
 
-    /// The owner (empty before opening).
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
     /// The currency, once opened.
     pub fn currency(&self) -> Option<&Currency> {
         self.currency.as_ref()
@@ -233,11 +228,6 @@ impl Account {
     /// The balance in minor units.
     pub fn balance(&self) -> i64 {
         self.balance
-    }
-
-    /// The overdraft limit in minor units.
-    pub fn overdraft_limit(&self) -> i64 {
-        self.overdraft_limit
     }
 
     /// Outgoing transfers debited but neither settled nor refunded.

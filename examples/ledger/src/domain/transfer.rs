@@ -145,11 +145,6 @@ impl Transfer {
         self.currency.clone().map(|currency| Money::new(self.amount, currency))
     }
 
-    /// The reference.
-    pub fn reference(&self) -> &str {
-        &self.reference
-    }
-
     /// Why it was rejected or its credit failed.
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()

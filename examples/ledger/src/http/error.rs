@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use es_core::Error;
+
 use crate::app::AppError;
 use crate::domain::LedgerError;
 
@@ -56,10 +58,10 @@ impl From<AppError> for ApiError {
         match error {
             AppError::Domain(e) => e.into(),
             AppError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
-            AppError::Conflict(_) => {
+            AppError::Store(Error::Conflict { .. }) => {
                 Self::new(StatusCode::CONFLICT, "concurrency_conflict", message)
             }
-            AppError::Invalid(_) => Self::bad_request("invalid_request", message),
+            AppError::Store(Error::Invalid(_)) => Self::bad_request("invalid_request", message),
             AppError::KeyReused => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message)
             }

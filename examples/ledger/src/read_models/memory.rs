@@ -3,20 +3,18 @@
 //! store), then kept live on its own task. Queries read a shared value and wait for
 //! positions on the consumer's status; they never lock the consumer.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use es_core::{
-    AtLeastOnce, BatchError, BoxError, Consumer, Envelope, Error, EventHandler, GlobalLog,
-    LocalCheckpoints, Progress, Status,
+    AtLeastOnce, BoxError, Consumer, Envelope, Error, EventHandler, GlobalLog, LocalCheckpoints,
+    Progress, Status,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{AccountRow, CurrencyTotals, OnProgress, ReadModels, ReadSide, Running, StatementLine};
-use crate::domain::Currency;
-use crate::effects::{LedgerEvent, TransferRow, effect};
+use super::{OnProgress, ReadModels, ReadSide, Running, Scope};
+use crate::effects::{LedgerEvent, effect};
 
 /// The name of the in-memory read models' consumer.
 pub const VIEWS: &str = "ledger-views";
@@ -42,18 +40,6 @@ impl EventHandler for ViewHandler {
     async fn handle(&mut self, _: &mut (), event: &Envelope<LedgerEvent>) -> Result<(), BoxError> {
         let effect = effect(event)?;
         Ok(self.models.write().unwrap_or_else(PoisonError::into_inner).apply(effect)?)
-    }
-
-    async fn handle_batch(
-        &mut self, _: &mut (), events: &[Envelope<LedgerEvent>],
-    ) -> Result<(), BatchError> {
-        // One write lock per batch; `apply` leaves the models unchanged when it fails.
-        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
-        for (index, event) in events.iter().enumerate() {
-            let fail = |error: String| BatchError { index, error: error.into() };
-            models.apply(effect(event).map_err(fail)?).map_err(fail)?;
-        }
-        Ok(())
     }
 
     async fn reset(&mut self, _: &mut ()) -> Result<(), BoxError> {
@@ -98,12 +84,6 @@ impl<L: GlobalLog + Clone + 'static> MemoryViews<L> {
     fn live(&self) -> Arc<Live> {
         self.live.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
-
-    fn read<T: Send + 'static>(&self, f: impl FnOnce(&ReadModels) -> T) -> BoxFuture<'_, T> {
-        let live = self.live();
-        let value = f(&live.models.read().unwrap_or_else(PoisonError::into_inner));
-        async move { value }.boxed()
-    }
 }
 
 impl<L: GlobalLog + Clone + 'static> ReadSide for MemoryViews<L> {
@@ -113,30 +93,9 @@ impl<L: GlobalLog + Clone + 'static> ReadSide for MemoryViews<L> {
         async move { live.running.reached(position, deadline).await.map(drop) }.boxed()
     }
 
-    fn account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AccountRow>, Error>> {
-        self.read(|m| Ok(m.accounts.get(id).cloned()))
-    }
-
-    fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountRow>, Error>> {
-        self.read(|m| Ok(m.accounts.values().cloned().collect()))
-    }
-
-    fn statement<'a>(
-        &'a self, id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<StatementLine>>, Error>> {
-        self.read(|m| Ok(m.statements.get(id).cloned()))
-    }
-
-    fn totals(&self) -> BoxFuture<'_, Result<BTreeMap<Currency, CurrencyTotals>, Error>> {
-        self.read(|m| Ok(m.totals.clone()))
-    }
-
-    fn transfers(&self) -> BoxFuture<'_, Result<Vec<TransferRow>, Error>> {
-        self.read(|m| Ok(m.transfers.values().cloned().collect()))
-    }
-
-    fn snapshot(&self) -> BoxFuture<'_, Result<ReadModels, Error>> {
-        self.read(|m| Ok(m.clone()))
+    fn read<'a>(&'a self, scope: Scope<'a>) -> BoxFuture<'a, Result<ReadModels, Error>> {
+        let part = self.live().models.read().unwrap_or_else(PoisonError::into_inner).select(scope);
+        async move { Ok(part) }.boxed()
     }
 
     fn rebuild<'a>(

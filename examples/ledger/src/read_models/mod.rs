@@ -135,6 +135,44 @@ impl ReadModels {
     }
 }
 
+/// Which read models a query needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// One account's row.
+    Account(&'a str),
+    /// Every account's row.
+    Accounts,
+    /// One account's row and statement.
+    Statement(&'a str),
+    /// The totals per currency.
+    Totals,
+    /// Every transfer.
+    Transfers,
+    /// Everything.
+    All,
+}
+
+impl ReadModels {
+    /// The part of the read models `scope` asks for.
+    pub fn select(&self, scope: Scope<'_>) -> ReadModels {
+        let mut part = ReadModels::default();
+        match scope {
+            Scope::Account(id) | Scope::Statement(id) => {
+                let row = self.accounts.get(id).cloned();
+                part.accounts.extend(row.map(|row| (row.id.clone(), row)));
+                if let (Scope::Statement(_), Some(lines)) = (scope, self.statements.get(id)) {
+                    part.statements.insert(id.to_owned(), lines.clone());
+                }
+            }
+            Scope::Accounts => part.accounts.clone_from(&self.accounts),
+            Scope::Totals => part.totals.clone_from(&self.totals),
+            Scope::Transfers => part.transfers.clone_from(&self.transfers),
+            Scope::All => return self.clone(),
+        }
+        part
+    }
+}
+
 /// A progress callback of a rebuild.
 pub type OnProgress<'a> = &'a mut (dyn FnMut(Progress) + Send);
 
@@ -145,25 +183,8 @@ pub trait ReadSide: Send + Sync {
     /// Waits until the read models include global `position`, or fails after `timeout`.
     fn wait_for(&self, position: u64, timeout: Duration) -> BoxFuture<'_, Result<(), Error>>;
 
-    /// One account's row.
-    fn account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AccountRow>, Error>>;
-
-    /// Every account's row, by id.
-    fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountRow>, Error>>;
-
-    /// One account's statement; `None` if there is no such account.
-    fn statement<'a>(
-        &'a self, id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<StatementLine>>, Error>>;
-
-    /// Totals per currency.
-    fn totals(&self) -> BoxFuture<'_, Result<BTreeMap<Currency, CurrencyTotals>, Error>>;
-
-    /// Every transfer, by id.
-    fn transfers(&self) -> BoxFuture<'_, Result<Vec<TransferRow>, Error>>;
-
-    /// Every read model as one consistent value.
-    fn snapshot(&self) -> BoxFuture<'_, Result<ReadModels, Error>>;
+    /// The read models `scope` asks for (the rest left empty), as one consistent value.
+    fn read<'a>(&'a self, scope: Scope<'a>) -> BoxFuture<'a, Result<ReadModels, Error>>;
 
     /// Empties the read models and replays the whole log into them.
     fn rebuild<'a>(&'a self, on_progress: OnProgress<'a>)

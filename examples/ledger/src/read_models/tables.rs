@@ -5,7 +5,6 @@
 //! across crashes and with every process on the schema running the consumer (they take turns
 //! on the checkpoint row). The rows are what [`effect`] says, as in memory.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use es_core::{BoxError, Consumer, Envelope, Error, EventHandler, Progress, Status};
@@ -15,7 +14,9 @@ use futures::future::BoxFuture;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow, PgConnection};
 
-use super::{AccountRow, CurrencyTotals, OnProgress, ReadModels, ReadSide, Running, StatementLine};
+use super::{
+    AccountRow, CurrencyTotals, OnProgress, ReadModels, ReadSide, Running, Scope, StatementLine,
+};
 use crate::domain::Currency;
 use crate::effects::{Effect, LedgerEvent, TransferRow, effect};
 
@@ -85,11 +86,14 @@ fn backend(error: sqlx::Error) -> Error {
     Error::backend(error)
 }
 
-async fn fetch<R>(conn: &mut PgConnection, sql: &str) -> Result<Vec<R>, Error>
+async fn fetch<R>(conn: &mut PgConnection, sql: &str, id: Option<&str>) -> Result<Vec<R>, Error>
 where
     R: for<'r> FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
-    let query = sqlx::query_as(AssertSqlSafe(sql.to_owned()));
+    let mut query = sqlx::query_as(AssertSqlSafe(sql.to_owned()));
+    if let Some(id) = id {
+        query = query.bind(id);
+    }
     query.fetch_all(conn).await.map_err(backend)
 }
 
@@ -189,17 +193,41 @@ impl TableViews {
         Consumer::new(TABLES, store.clone(), ExactlyOnce::new(store.clone()), handler)
     }
 
-    fn rows<'a, R>(
-        &'a self, sql: &'a str, id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<R>, Error>>
-    where
-        R: for<'r> FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin + 'a,
-    {
-        let mut query = sqlx::query_as(AssertSqlSafe(sql.to_owned()));
-        if let Some(id) = id {
-            query = query.bind(id);
+    async fn load(&self, conn: &mut PgConnection, scope: Scope<'_>) -> Result<ReadModels, Error> {
+        let (sql, mut models) = (&self.handler.sql, ReadModels::default());
+        let id = match scope {
+            Scope::Account(id) | Scope::Statement(id) => Some(id),
+            _ => None,
+        };
+        let (accounts, lines) = match id {
+            Some(_) => (&sql.account, &sql.statement),
+            None => (&sql.accounts, &sql.statements),
+        };
+        if !matches!(scope, Scope::Totals | Scope::Transfers) {
+            for row in fetch::<AccountRow>(conn, accounts, id).await? {
+                models.accounts.insert(row.id.clone(), displayed(row));
+            }
         }
-        async move { query.fetch_all(self.store.pool()).await.map_err(backend) }.boxed()
+        if matches!(scope, Scope::Statement(_) | Scope::All) {
+            for id in models.accounts.keys() {
+                models.statements.insert(id.clone(), Vec::new());
+            }
+            for Line { account_id, line } in fetch(conn, lines, id).await? {
+                models.statements.entry(account_id).or_default().push(line);
+            }
+        }
+        if matches!(scope, Scope::Totals | Scope::All) {
+            for totals in fetch::<Totals>(conn, &sql.totals, None).await? {
+                let (currency, totals) = totals.parse()?;
+                models.totals.insert(currency, totals);
+            }
+        }
+        if matches!(scope, Scope::Transfers | Scope::All) {
+            for row in fetch::<TransferRow>(conn, &sql.transfers, None).await? {
+                models.transfers.insert(row.id, row);
+            }
+        }
+        Ok(models)
     }
 }
 
@@ -209,62 +237,17 @@ impl ReadSide for TableViews {
         self.running.reached(position, deadline).map(|r| r.map(drop)).boxed()
     }
 
-    fn account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AccountRow>, Error>> {
-        let rows = self.rows(&self.handler.sql.account, Some(id));
-        async move { Ok(rows.await?.into_iter().next().map(displayed)) }.boxed()
-    }
-
-    fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountRow>, Error>> {
-        let rows = self.rows(&self.handler.sql.accounts, None);
-        async move { Ok(rows.await?.into_iter().map(displayed).collect()) }.boxed()
-    }
-
-    fn statement<'a>(
-        &'a self, id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<StatementLine>>, Error>> {
+    fn read<'a>(&'a self, scope: Scope<'a>) -> BoxFuture<'a, Result<ReadModels, Error>> {
         async move {
-            if self.account(id).await?.is_none() {
-                return Ok(None);
+            if scope != Scope::All {
+                let mut conn = self.store.pool().acquire().await.map_err(backend)?;
+                return self.load(&mut conn, scope).await;
             }
-            let lines: Vec<Line> = self.rows(&self.handler.sql.statement, Some(id)).await?;
-            Ok(Some(lines.into_iter().map(|l| l.line).collect()))
-        }
-        .boxed()
-    }
-
-    fn totals(&self) -> BoxFuture<'_, Result<BTreeMap<Currency, CurrencyTotals>, Error>> {
-        let rows = self.rows::<Totals>(&self.handler.sql.totals, None);
-        async move { rows.await?.into_iter().map(Totals::parse).collect() }.boxed()
-    }
-
-    fn transfers(&self) -> BoxFuture<'_, Result<Vec<TransferRow>, Error>> {
-        self.rows(&self.handler.sql.transfers, None)
-    }
-
-    fn snapshot(&self) -> BoxFuture<'_, Result<ReadModels, Error>> {
-        async move {
-            // One snapshot of every table: a repeatable-read, read-only transaction.
+            // Every table in one snapshot: a repeatable-read, read-only transaction.
             let mut tx = self.store.begin().await?;
             let set = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
             sqlx::query(set).execute(tx.conn()).await.map_err(backend)?;
-            let sql = &self.handler.sql;
-            let mut models = ReadModels::default();
-            for row in fetch::<AccountRow>(tx.conn(), &sql.accounts).await? {
-                models.accounts.insert(row.id.clone(), displayed(row));
-            }
-            for id in models.accounts.keys() {
-                models.statements.insert(id.clone(), Vec::new());
-            }
-            for Line { account_id, line } in fetch(tx.conn(), &sql.statements).await? {
-                models.statements.entry(account_id).or_default().push(line);
-            }
-            for totals in fetch::<Totals>(tx.conn(), &sql.totals).await? {
-                let (currency, totals) = totals.parse()?;
-                models.totals.insert(currency, totals);
-            }
-            for row in fetch::<TransferRow>(tx.conn(), &sql.transfers).await? {
-                models.transfers.insert(row.id, row);
-            }
+            let models = self.load(tx.conn(), scope).await?;
             tx.rollback().await?;
             Ok(models)
         }
