@@ -68,12 +68,20 @@ pub struct Cmd {
 impl Cmd {
     /// A command under a fresh key.
     pub fn new(meta: Metadata) -> Self {
-        Self { meta, key: CommandKey::new(), keyed: false }
+        Self {
+            meta,
+            key: CommandKey::new(),
+            keyed: false,
+        }
     }
 
     /// The same command under the caller's `key` (e.g. an `Idempotency-Key` header).
     pub fn with_key(self, key: CommandKey) -> Self {
-        Self { key, keyed: true, ..self }
+        Self {
+            key,
+            keyed: true,
+            ..self
+        }
     }
 
     /// Runs `execute` under this key; with a caller's key, records what was asked (a hash of
@@ -94,7 +102,10 @@ impl Cmd {
             meta = meta.with_extra("request", asked.as_str());
         }
         let committed = execute(self.key, meta).await.map_err(rejected)?;
-        let stored = committed.events.first().and_then(|e| e.metadata.extra.get("request"));
+        let stored = committed
+            .events
+            .first()
+            .and_then(|e| e.metadata.extra.get("request"));
         match (asked, stored) {
             (Some(asked), Some(stored)) if stored != asked.as_str() => Err(AppError::KeyReused),
             _ => Ok(committed),
@@ -135,9 +146,11 @@ pub enum AccountCommand {
 impl AccountCommand {
     fn decide(&self, a: &Account) -> Result<Option<AccountEvent>, LedgerError> {
         Ok(Some(match self {
-            AccountCommand::Open { owner, currency, overdraft_limit } => {
-                a.open(owner, currency.clone(), *overdraft_limit)?.into()
-            }
+            AccountCommand::Open {
+                owner,
+                currency,
+                overdraft_limit,
+            } => a.open(owner, currency.clone(), *overdraft_limit)?.into(),
             AccountCommand::Deposit(amount, reference) => a.deposit(amount, reference)?.into(),
             AccountCommand::Withdraw(amount, reference) => a.withdraw(amount, reference)?.into(),
             AccountCommand::Freeze(reason) => a.freeze(reason)?.into(),
@@ -237,7 +250,12 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         let leases = Arc::new(LocalLeases::new());
-        Self { leases, read_side: None, partitions: Partitions::default(), wait: secs(10) }
+        Self {
+            leases,
+            read_side: None,
+            partitions: Partitions::default(),
+            wait: secs(10),
+        }
     }
 }
 
@@ -252,7 +270,9 @@ pub struct Ledger<S> {
 
 impl<S> Clone for Ledger<S> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone() }
+        Self {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -288,7 +308,9 @@ impl<S: Store> Ledger<S> {
             read_side,
             wait: options.wait,
         };
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The store.
@@ -303,34 +325,60 @@ impl<S: Store> Ledger<S> {
 
     /// Runs a command on account `id`.
     pub async fn on_account(
-        &self, cmd: impl Into<Cmd>, id: &str, command: AccountCommand,
+        &self,
+        cmd: impl Into<Cmd>,
+        id: &str,
+        command: AccountCommand,
     ) -> Result<Receipt, AppError> {
         validate_account_id(id)?;
         let accounts = &self.inner.accounts;
-        let execute =
-            async |key, meta| accounts.execute_once(id, key, meta, |a| command.decide(a)).await;
+        let execute = async |key, meta| {
+            accounts
+                .execute_once(id, key, meta, |a| command.decide(a))
+                .await
+        };
         let committed = cmd.into().once((id, &command), execute).await;
-        Ok(self
-            .receipt(id.to_owned(), committed.map_err(|e| e.not_found(format!("account {id}")))?))
+        Ok(self.receipt(
+            id.to_owned(),
+            committed.map_err(|e| e.not_found(format!("account {id}")))?,
+        ))
     }
 
     /// Requests a transfer and waits for its outcome: completed, rejected or compensated (or
     /// where it is when the wait runs out). The transfer id derives from the command key, so
     /// a retry with the same key finds the same transfer.
     pub async fn transfer(
-        &self, cmd: impl Into<Cmd>, from: &str, to: &str, amount: &Money, reference: &str,
+        &self,
+        cmd: impl Into<Cmd>,
+        from: &str,
+        to: &str,
+        amount: &Money,
+        reference: &str,
     ) -> Result<TransferOutcome, AppError> {
-        let receipt = self.request_transfer(cmd, from, to, amount, reference).await?;
-        let transfer_id = receipt.id.parse().map_err(|_| AppError::NotFound(receipt.id))?;
+        let receipt = self
+            .request_transfer(cmd, from, to, amount, reference)
+            .await?;
+        let transfer_id = receipt
+            .id
+            .parse()
+            .map_err(|_| AppError::NotFound(receipt.id))?;
         self.wait_for_transfer(transfer_id).await
     }
 
     /// Records a transfer request; the process manager takes it from there.
     pub async fn request_transfer(
-        &self, cmd: impl Into<Cmd>, from: &str, to: &str, amount: &Money, reference: &str,
+        &self,
+        cmd: impl Into<Cmd>,
+        from: &str,
+        to: &str,
+        amount: &Money,
+        reference: &str,
     ) -> Result<Receipt, AppError> {
         let cmd = cmd.into();
-        let id = cmd.key.event_id(&StreamId::new("Transfer", "request"), 0).to_string();
+        let id = cmd
+            .key
+            .event_id(&StreamId::new("Transfer", "request"), 0)
+            .to_string();
         let transfers = &self.inner.transfers;
         let request = |t: &Transfer| t.request(from, to, amount, reference);
         let execute = async |key, meta| transfers.execute_once(&id, key, meta, request).await;
@@ -367,7 +415,10 @@ impl<S: Store> Ledger<S> {
         }
         let status = transfer.status();
         let settled = status != TransferStatus::Completed
-            || !self.load_account(transfer.from_account()).await?.is_in_flight(id);
+            || !self
+                .load_account(transfer.from_account())
+                .await?
+                .is_in_flight(id);
         let outcome = TransferOutcome {
             transfer_id: id,
             status,
@@ -402,14 +453,21 @@ impl<S: Store> Ledger<S> {
     /// Every consumer's status: the read models' and each process-manager partition's.
     pub fn status(&self) -> Vec<Status> {
         let process = self.inner.process.iter().map(Running::status);
-        std::iter::once(self.inner.read_side.status()).chain(process).collect()
+        std::iter::once(self.inner.read_side.status())
+            .chain(process)
+            .collect()
     }
 
     /// The events the process manager parked, in every process (read from the store).
     pub async fn parked(&self) -> Result<Vec<ParkedEvent>, AppError> {
         let mut parked = Vec::new();
         for partition in Partition::all(Partitions::default().count) {
-            let name = format!("{}[{}/{}]", process::PROCESS, partition.index(), partition.count());
+            let name = format!(
+                "{}[{}/{}]",
+                process::PROCESS,
+                partition.index(),
+                partition.count()
+            );
             parked.extend(self.inner.store.parked(&name).await?);
         }
         Ok(parked)
@@ -433,7 +491,12 @@ impl<S: Store> Ledger<S> {
     pub async fn account_after(&self, id: &str, position: u64) -> Result<AccountRow, AppError> {
         validate_account_id(id)?;
         self.wrote(position);
-        let row = self.read(Scope::Account(id)).await?.accounts.into_values().next();
+        let row = self
+            .read(Scope::Account(id))
+            .await?
+            .accounts
+            .into_values()
+            .next();
         row.ok_or_else(|| AppError::NotFound(format!("account {id}")))
     }
 
@@ -444,7 +507,12 @@ impl<S: Store> Ledger<S> {
 
     /// Every account's balance.
     pub async fn balances(&self) -> Result<Vec<AccountRow>, AppError> {
-        Ok(self.read(Scope::Accounts).await?.accounts.into_values().collect())
+        Ok(self
+            .read(Scope::Accounts)
+            .await?
+            .accounts
+            .into_values()
+            .collect())
     }
 
     /// An account's statement: every movement with the running balance.
@@ -461,7 +529,12 @@ impl<S: Store> Ledger<S> {
 
     /// Every transfer, as the read side sees it.
     pub async fn transfers(&self) -> Result<Vec<TransferRow>, AppError> {
-        Ok(self.read(Scope::Transfers).await?.transfers.into_values().collect())
+        Ok(self
+            .read(Scope::Transfers)
+            .await?
+            .transfers
+            .into_values()
+            .collect())
     }
 
     /// Every read model as one consistent value.
@@ -472,7 +545,9 @@ impl<S: Store> Ledger<S> {
     /// Checks the read models' invariants (money conserved, statements match balances).
     pub async fn check(&self) -> Result<(), AppError> {
         let models = self.read_models().await?;
-        models.check().map_err(|problems| AppError::Inconsistent(problems.join("; ")))
+        models
+            .check()
+            .map_err(|problems| AppError::Inconsistent(problems.join("; ")))
     }
 
     /// The full history of an account: who did what, when, as part of which flow.
@@ -483,15 +558,22 @@ impl<S: Store> Ledger<S> {
             return Err(AppError::NotFound(format!("account {id}")));
         }
         let mut currency = None;
-        history.iter().map(|event| audit_entry(event, &mut currency)).collect()
+        history
+            .iter()
+            .map(|event| audit_entry(event, &mut currency))
+            .collect()
     }
 
     /// Every event of one flow (a request and everything it caused), across streams, in
     /// global order. Scans the log as far as the read models have seen.
     pub async fn trace(&self, correlation_id: Uuid) -> Result<Vec<AuditEntry>, AppError> {
         self.floor().await?;
-        let currencies: BTreeMap<String, Currency> =
-            self.balances().await?.into_iter().map(|row| (row.id, row.currency)).collect();
+        let currencies: BTreeMap<String, Currency> = self
+            .balances()
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.currency))
+            .collect();
         let filter = LedgerEvent::filter();
         let mut events = self.inner.store.stream_all(0, 1_000, filter);
         let mut entries = Vec::new();
@@ -542,7 +624,8 @@ impl<S: Store> Ledger<S> {
     /// Empties the read models and replays the whole log into them, calling `on_progress`
     /// after every batch; then checks their invariants.
     pub async fn rebuild(
-        &self, mut on_progress: impl FnMut(Progress) + Send,
+        &self,
+        mut on_progress: impl FnMut(Progress) + Send,
     ) -> Result<Progress, AppError> {
         let progress = self.inner.read_side.rebuild(&mut on_progress).await?;
         self.check().await?;
@@ -566,7 +649,11 @@ impl<S: Store> Ledger<S> {
     /// Waits until the read models include every position this ledger wrote.
     async fn floor(&self) -> Result<(), AppError> {
         let position = self.inner.written.load(Ordering::Relaxed);
-        Ok(self.inner.read_side.wait_for(position, self.inner.wait).await?)
+        Ok(self
+            .inner
+            .read_side
+            .wait_for(position, self.inner.wait)
+            .await?)
     }
 
     fn receipt(&self, id: String, committed: es_core::Committed) -> Receipt {
@@ -602,7 +689,8 @@ impl AppError {
 
 /// An audit entry for `event`; `currency` is the account's, learnt from its opening.
 fn audit_entry(
-    event: &RecordedEvent, currency: &mut Option<Currency>,
+    event: &RecordedEvent,
+    currency: &mut Option<Currency>,
 ) -> Result<AuditEntry, AppError> {
     let (description, data) = match LedgerEvent::from_record(event).transpose()? {
         Some(LedgerEvent::Account(e)) => {
@@ -615,7 +703,9 @@ fn audit_entry(
         None => (event.event_name.clone(), Ok(event.payload.clone())),
     };
     // The payload upcast to the current schema.
-    let data = data.ok().and_then(|raw| serde_json::from_str(raw.get()).ok());
+    let data = data
+        .ok()
+        .and_then(|raw| serde_json::from_str(raw.get()).ok());
     Ok(AuditEntry {
         stream: event.stream.to_string(),
         version: event.version,

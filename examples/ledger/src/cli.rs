@@ -162,29 +162,51 @@ impl Cli {
         if let Some(correlation) = self.correlation_id {
             meta = meta.with_correlation_id(correlation);
         }
-        let key = self.key.as_deref().map_or_else(CommandKey::new, CommandKey::from_text);
+        let key = self
+            .key
+            .as_deref()
+            .map_or_else(CommandKey::new, CommandKey::from_text);
         Cmd::new(meta).with_key(key)
     }
 }
 
 /// Runs one subcommand (all but `serve`) against `ledger`, writing the report to `out`.
 pub async fn execute<S: Store>(
-    ledger: &Ledger<S>, cli: Cli, out: &mut (impl Write + Send),
+    ledger: &Ledger<S>,
+    cli: Cli,
+    out: &mut (impl Write + Send),
 ) -> Result<(), CliError> {
     let (cmd, json) = (cli.cmd(), cli.json);
     let mut account_command = async |id: &str, command| {
         let receipt = ledger.on_account(cmd.clone(), id, command).await?;
         let row = ledger.account_after(id, receipt.position).await?;
-        if json { report::json(out, &row) } else { report::account(out, &row) }?;
+        if json {
+            report::json(out, &row)
+        } else {
+            report::account(out, &row)
+        }?;
         Ok::<_, CliError>(())
     };
     match cli.command {
         Command::Demo => crate::demo::run(ledger, out).await?,
         Command::Serve { .. } => return Err("serve is run by main".into()),
-        Command::Open { id, owner, currency, overdraft } => {
+        Command::Open {
+            id,
+            owner,
+            currency,
+            overdraft,
+        } => {
             let currency: Currency = currency.parse()?;
             let overdraft_limit = Money::parse(&overdraft, currency.clone())?.minor;
-            account_command(&id, AccountCommand::Open { owner, currency, overdraft_limit }).await?;
+            account_command(
+                &id,
+                AccountCommand::Open {
+                    owner,
+                    currency,
+                    overdraft_limit,
+                },
+            )
+            .await?;
         }
         Command::Deposit(m) => {
             let amount = parse_amount(ledger, &m.account, &m.amount).await?;
@@ -199,16 +221,27 @@ pub async fn execute<S: Store>(
             account_command(&r.account, AccountCommand::Unfreeze(r.reason)).await?;
         }
         Command::Close(r) => account_command(&r.account, AccountCommand::Close(r.reason)).await?,
-        Command::Transfer { from, to, amount, reference } => {
+        Command::Transfer {
+            from,
+            to,
+            amount,
+            reference,
+        } => {
             let amount = parse_amount(ledger, &from, &amount).await?;
-            let outcome = ledger.transfer(cmd, &from, &to, &amount, &reference).await?;
+            let outcome = ledger
+                .transfer(cmd, &from, &to, &amount, &reference)
+                .await?;
             if json {
                 report::json(out, &outcome)
             } else {
                 writeln!(out, "{}", report::outcome(&outcome))
             }?;
         }
-        Command::Balance { account, version, at } => {
+        Command::Balance {
+            account,
+            version,
+            at,
+        } => {
             let as_of = at.map_or(AsOf::Version(version.unwrap_or(u64::MAX)), AsOf::Time);
             let b = ledger.balance_as_of(&account, as_of).await?;
             if json {
@@ -216,12 +249,19 @@ pub async fn execute<S: Store>(
             } else {
                 let currency = b.currency.as_ref().map_or("", Currency::as_str);
                 let (display, version, status) = (&b.balance_display, b.version, b.status.as_str());
-                writeln!(out, "{account}: {display} {currency} at version {version} ({status})")?;
+                writeln!(
+                    out,
+                    "{account}: {display} {currency} at version {version} ({status})"
+                )?;
             }
         }
         Command::Balances => {
             let rows = ledger.balances().await?;
-            if json { report::json(out, &rows) } else { report::balances(out, &rows) }?;
+            if json {
+                report::json(out, &rows)
+            } else {
+                report::balances(out, &rows)
+            }?;
         }
         Command::Statement { account } => {
             let lines = ledger.statement(&account).await?;
@@ -233,19 +273,35 @@ pub async fn execute<S: Store>(
         }
         Command::History { account } => {
             let entries = ledger.audit(&account).await?;
-            if json { report::json(out, &entries) } else { report::audit(out, &entries) }?;
+            if json {
+                report::json(out, &entries)
+            } else {
+                report::audit(out, &entries)
+            }?;
         }
         Command::Trace { correlation_id } => {
             let entries = ledger.trace(correlation_id).await?;
-            if json { report::json(out, &entries) } else { report::audit(out, &entries) }?;
+            if json {
+                report::json(out, &entries)
+            } else {
+                report::audit(out, &entries)
+            }?;
         }
         Command::Transfers => {
             let rows = ledger.transfers().await?;
-            if json { report::json(out, &rows) } else { report::transfers(out, &rows) }?;
+            if json {
+                report::json(out, &rows)
+            } else {
+                report::transfers(out, &rows)
+            }?;
         }
         Command::Totals => {
             let totals = ledger.totals().await?;
-            if json { report::json(out, &totals) } else { report::totals(out, &totals) }?;
+            if json {
+                report::json(out, &totals)
+            } else {
+                report::totals(out, &totals)
+            }?;
         }
         Command::Rebuild => {
             let p = report::rebuild(ledger).await?;
@@ -264,9 +320,14 @@ pub async fn execute<S: Store>(
 }
 
 async fn parse_amount<S: Store>(
-    ledger: &Ledger<S>, account: &str, amount: &str,
+    ledger: &Ledger<S>,
+    account: &str,
+    amount: &str,
 ) -> Result<Money, CliError> {
     let account = ledger.load_account(account).await?;
-    let currency = account.currency().cloned().ok_or("the account has no currency")?;
+    let currency = account
+        .currency()
+        .cloned()
+        .ok_or("the account has no currency")?;
     Ok(Money::parse(amount, currency)?)
 }

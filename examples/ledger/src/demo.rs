@@ -15,7 +15,8 @@ use es_core::BoxError as CliError;
 
 /// Runs the scenario on `ledger` and writes the report to `out`.
 pub async fn run<S: Store>(
-    ledger: &Ledger<S>, out: &mut (impl Write + Send),
+    ledger: &Ledger<S>,
+    out: &mut (impl Write + Send),
 ) -> Result<(), CliError> {
     let tag = match ledger.load_account("alice").await {
         Err(AppError::NotFound(_)) => String::new(),
@@ -44,22 +45,46 @@ pub async fn run<S: Store>(
             overdraft_limit: overdraft.minor,
         };
         ledger.on_account(teller(), id, open).await?;
-        writeln!(out, "  opened {id:<8} for {owner:<13} in {currency} (overdraft {overdraft})")?;
+        writeln!(
+            out,
+            "  opened {id:<8} for {owner:<13} in {currency} (overdraft {overdraft})"
+        )?;
     }
 
     heading(out, "2. Deposits and a withdrawal")?;
     ledger
-        .on_account(teller(), &alice, A::Deposit(eur_amount("1000.00")?, "salary".into()))
+        .on_account(
+            teller(),
+            &alice,
+            A::Deposit(eur_amount("1000.00")?, "salary".into()),
+        )
         .await?;
     ledger
-        .on_account(teller(), &bob, A::Deposit(eur_amount("250.00")?, "birthday gift".into()))
+        .on_account(
+            teller(),
+            &bob,
+            A::Deposit(eur_amount("250.00")?, "birthday gift".into()),
+        )
         .await?;
     let usd_500 = Money::parse("500.00", usd.clone())?;
-    ledger.on_account(teller(), &dave, A::Deposit(usd_500, "opening deposit".into())).await?;
     ledger
-        .on_account(command("atm-042"), &bob, A::Withdraw(eur_amount("20.00")?, "ATM".into()))
+        .on_account(
+            teller(),
+            &dave,
+            A::Deposit(usd_500, "opening deposit".into()),
+        )
         .await?;
-    writeln!(out, "  alice +1000.00 EUR, bob +250.00 EUR, dave +500.00 USD, bob -20.00 EUR (ATM)")?;
+    ledger
+        .on_account(
+            command("atm-042"),
+            &bob,
+            A::Withdraw(eur_amount("20.00")?, "ATM".into()),
+        )
+        .await?;
+    writeln!(
+        out,
+        "  alice +1000.00 EUR, bob +250.00 EUR, dave +500.00 USD, bob -20.00 EUR (ATM)"
+    )?;
 
     heading(
         out,
@@ -71,23 +96,49 @@ pub async fn run<S: Store>(
                           to: &str,
                           amount: &str,
                           reference: &str| {
-        let outcome =
-            ledger.transfer(command(user), from, to, &eur_amount(amount)?, reference).await?;
-        let reason = outcome.reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default();
+        let outcome = ledger
+            .transfer(command(user), from, to, &eur_amount(amount)?, reference)
+            .await?;
+        let reason = outcome
+            .reason
+            .as_deref()
+            .map(|r| format!(" {r}"))
+            .unwrap_or_default();
         let status = outcome.status.as_str();
-        writeln!(out, "  {from:>6} -> {to:<6} {amount:>9} EUR  {status:<12}{reason}")?;
+        writeln!(
+            out,
+            "  {from:>6} -> {to:<6} {amount:>9} EUR  {status:<12}{reason}"
+        )?;
         Ok::<TransferOutcome, CliError>(outcome)
     };
     transfer(out, "alice", &alice, &bob, "150.00", "rent share").await?;
     // The moment and version the as-of queries below look back to.
     let before_more = Utc::now();
-    let alice_then = ledger.balance_as_of(&alice, AsOf::Version(u64::MAX)).await?.version;
+    let alice_then = ledger
+        .balance_as_of(&alice, AsOf::Version(u64::MAX))
+        .await?
+        .version;
     transfer(out, "bob", &bob, &carol, "50.00", "concert tickets").await?;
-    transfer(out, "carol", &carol, &alice, "80.00", "dinner (uses the overdraft)").await?;
+    transfer(
+        out,
+        "carol",
+        &carol,
+        &alice,
+        "80.00",
+        "dinner (uses the overdraft)",
+    )
+    .await?;
     ledger
-        .on_account(command("compliance-officer"), &carol, A::Freeze("suspicious login".into()))
+        .on_account(
+            command("compliance-officer"),
+            &carol,
+            A::Freeze("suspicious login".into()),
+        )
         .await?;
-    writeln!(out, "  (compliance-officer froze {carol}: suspicious login)")?;
+    writeln!(
+        out,
+        "  (compliance-officer froze {carol}: suspicious login)"
+    )?;
     let compensated = transfer(out, "alice", &alice, &carol, "200.00", "loan").await?;
     transfer(out, "bob", &bob, &alice, "10000.00", "too much").await?;
     transfer(out, "alice", &alice, &dave, "10.00", "wrong currency").await?;
@@ -100,8 +151,16 @@ pub async fn run<S: Store>(
             &carol,
             A::Withdraw(eur_amount("5.00")?, "cash".into()),
         ),
-        (format!("close {bob} with money on it"), &bob, A::Close("moving abroad".into())),
-        (format!("deposit USD into {alice}"), &alice, A::Deposit(usd_1, String::new())),
+        (
+            format!("close {bob} with money on it"),
+            &bob,
+            A::Close("moving abroad".into()),
+        ),
+        (
+            format!("deposit USD into {alice}"),
+            &alice,
+            A::Deposit(usd_1, String::new()),
+        ),
         (
             "deposit into an account that does not exist".into(),
             &format!("nobody{tag}"),
@@ -114,7 +173,10 @@ pub async fn run<S: Store>(
         }
     }
 
-    heading(out, "5. Schema evolution: a deposit stored by version 1 of the app")?;
+    heading(
+        out,
+        "5. Schema evolution: a deposit stored by version 1 of the app",
+    )?;
     import_legacy_account(ledger, &erin, &eur).await?;
     for e in ledger.audit(&erin).await? {
         let (v, name, schema, what) = (e.version, &e.event, e.schema_version, &e.description);
@@ -125,9 +187,15 @@ pub async fn run<S: Store>(
     report::balances(out, &ledger.balances().await?)?;
 
     heading(out, "7. Time travel")?;
-    let now = ledger.balance_as_of(&alice, AsOf::Version(u64::MAX)).await?;
-    let then = ledger.balance_as_of(&alice, AsOf::Version(alice_then)).await?;
-    let by_time = ledger.balance_as_of(&alice, AsOf::Time(before_more)).await?;
+    let now = ledger
+        .balance_as_of(&alice, AsOf::Version(u64::MAX))
+        .await?;
+    let then = ledger
+        .balance_as_of(&alice, AsOf::Version(alice_then))
+        .await?;
+    let by_time = ledger
+        .balance_as_of(&alice, AsOf::Time(before_more))
+        .await?;
     let first = ledger.balance_as_of(&alice, AsOf::Version(2)).await?;
     let at = before_more.format("%H:%M:%S%.3f");
     writeln!(
@@ -135,23 +203,37 @@ pub async fn run<S: Store>(
         "  {alice} now:                    {} EUR (version {})",
         now.balance_display, now.version
     )?;
-    writeln!(out, "  {alice} as of version {alice_then}:        {} EUR", then.balance_display)?;
+    writeln!(
+        out,
+        "  {alice} as of version {alice_then}:        {} EUR",
+        then.balance_display
+    )?;
     writeln!(
         out,
         "  {alice} as of {at}: {} EUR (version {})",
         by_time.balance_display, by_time.version
     )?;
-    writeln!(out, "  {alice} as of version 2:        {} EUR", first.balance_display)?;
+    writeln!(
+        out,
+        "  {alice} as of version 2:        {} EUR",
+        first.balance_display
+    )?;
 
     heading(out, &format!("8. Statement of {alice} (running balance)"))?;
     report::statement(out, &ledger.statement(&alice).await?, &eur)?;
 
-    heading(out, &format!("9. Audit trail of {alice}: who, what, when, which flow"))?;
+    heading(
+        out,
+        &format!("9. Audit trail of {alice}: who, what, when, which flow"),
+    )?;
     report::audit(out, &ledger.audit(&alice).await?)?;
 
     if let Some(correlation) = compensated.correlation_id {
         let short = report::short(&correlation);
-        heading(out, &format!("10. Trace of the compensated transfer (correlation {short})"))?;
+        heading(
+            out,
+            &format!("10. Trace of the compensated transfer (correlation {short})"),
+        )?;
         report::audit(out, &ledger.trace(correlation).await?)?;
     }
 
@@ -178,10 +260,16 @@ pub async fn run<S: Store>(
 /// Writes an account and a version-1 `MoneyDeposited` payload straight to the store, as the
 /// first release of the app would have: it has no `reference` field.
 async fn import_legacy_account<S: Store>(
-    ledger: &Ledger<S>, id: &str, eur: &Currency,
+    ledger: &Ledger<S>,
+    id: &str,
+    eur: &Currency,
 ) -> Result<(), CliError> {
     let meta = Metadata::by_user("migration-2019").with_causation_id(Uuid::now_v7());
-    let open = A::Open { owner: "Erin Legacy".into(), currency: eur.clone(), overdraft_limit: 0 };
+    let open = A::Open {
+        owner: "Erin Legacy".into(),
+        currency: eur.clone(),
+        overdraft_limit: 0,
+    };
     ledger.on_account(meta.clone(), id, open).await?;
     let legacy = NewEvent {
         event_id: Uuid::now_v7(),
@@ -191,8 +279,14 @@ async fn import_legacy_account<S: Store>(
         metadata: meta,
     };
     let stream = StreamId::new("Account", id);
-    let stored = ledger.store().append(&stream, ExpectedVersion::Exact(1), vec![legacy]).await;
-    let position = stored.map_err(AppError::from)?.last().map_or(0, |e| e.position);
+    let stored = ledger
+        .store()
+        .append(&stream, ExpectedVersion::Exact(1), vec![legacy])
+        .await;
+    let position = stored
+        .map_err(AppError::from)?
+        .last()
+        .map_or(0, |e| e.position);
     ledger.account_after(id, position).await?;
     Ok(())
 }

@@ -175,7 +175,9 @@ pub fn effect(event: &Envelope<LedgerEvent>) -> Result<Effect, String> {
     match &event.event {
         LedgerEvent::Account(e) => Ok(account_effect(e, id, event)),
         LedgerEvent::Transfer(e) => {
-            let uuid: Uuid = id.parse().map_err(|_| format!("{}: not a UUID", record.stream))?;
+            let uuid: Uuid = id
+                .parse()
+                .map_err(|_| format!("{}: not a UUID", record.stream))?;
             let (status, reason) = match e.clone() {
                 TransferEvent::TransferRequested(r) => {
                     return Ok(Effect::Request(TransferRow {
@@ -199,7 +201,11 @@ pub fn effect(event: &Envelope<LedgerEvent>) -> Result<Effect, String> {
                 }
                 TransferEvent::TransferCompensated(_) => (TransferStatus::Compensated, None),
             };
-            Ok(Effect::Transfer { id: uuid, status, reason })
+            Ok(Effect::Transfer {
+                id: uuid,
+                status,
+                reason,
+            })
         }
     }
 }
@@ -228,7 +234,12 @@ fn account_effect(e: &AccountEvent, id: String, event: &Envelope<LedgerEvent>) -
         AccountEvent::AccountUnfrozen(_) => return status(id, version, AccountStatus::Open),
         AccountEvent::AccountClosed(_) => return status(id, version, AccountStatus::Closed),
         AccountEvent::TransferSettled(_) => {
-            return Effect::Account { id, version, status: None, movement: None };
+            return Effect::Account {
+                id,
+                version,
+                status: None,
+                movement: None,
+            };
         }
         AccountEvent::MoneyDeposited(d) => (amount(d.amount), amount(d.amount), 0, None),
         AccountEvent::MoneyWithdrawn(w) => (-amount(w.amount), -amount(w.amount), 0, None),
@@ -256,9 +267,19 @@ fn account_effect(e: &AccountEvent, id: String, event: &Envelope<LedgerEvent>) -
         user_id: record.metadata.user_id.clone(),
         correlation_id: record.metadata.correlation_id,
     };
-    Effect::Account { id, version, status: None, movement: Some(movement) }
+    Effect::Account {
+        id,
+        version,
+        status: None,
+        movement: Some(movement),
+    }
 }
 
 fn status(id: String, version: u64, status: AccountStatus) -> Effect {
-    Effect::Account { id, version, status: Some(status), movement: None }
+    Effect::Account {
+        id,
+        version,
+        status: Some(status),
+        movement: None,
+    }
 }

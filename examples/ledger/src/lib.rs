@@ -1,16 +1,14 @@
 //! # ledger: an event-sourced ledger on es-core
 //!
-//! The flagship example of the framework: accounts, transfers between them, an audit trail
-//! that says who did what, when and why, balances as of any version or moment, read models
-//! rebuilt from the log, a CLI and an HTTP JSON API. It keeps its data in an embedded SQLite
-//! file by default, in PostgreSQL when a database URL is given, or in memory; the
-//! application ([`Ledger`]) is generic over the store and knows no database.
+//! Accounts, transfers between them, an audit trail of who did what, when and why, balances
+//! as of any version or moment, read models rebuilt from the log, a CLI and an HTTP JSON API.
+//! Data lives in a SQLite file by default, in PostgreSQL with a database URL, or in memory;
+//! the application ([`Ledger`]) is generic over the store and knows no database.
 //!
 //! ## Layout (every import points down)
-//! - [`domain`]: [`Money`](domain::Money) in integer minor units, the
-//!   [`Account`](domain::Account) and [`Transfer`](domain::Transfer) aggregates, every rule as
-//!   a [`LedgerError`](domain::LedgerError), and the limits of amounts and text.
-//!   `MoneyDeposited` is at schema version 2; version-1 payloads decode through `From`.
+//! - [`domain`]: [`Money`](domain::Money), the [`Account`](domain::Account) and
+//!   [`Transfer`](domain::Transfer) aggregates, every rule as a
+//!   [`LedgerError`](domain::LedgerError), and the limits of amounts and text.
 //! - [`effects`]: what each event does to the read models, one pure mapping.
 //! - [`read_models`]: balances, statements, totals and transfers, in memory
 //!   ([`read_models::memory`]) or in PostgreSQL tables ([`read_models::tables`]).
@@ -20,38 +18,29 @@
 //!
 //! ## Transfers: a Transfer aggregate plus a process manager
 //!
-//! A transfer touches two accounts, and an aggregate is the unit of consistency: there is no
-//! transaction across two streams (and there should not be one, or every account would
-//! contend with every other). So a transfer is a process, and its state lives in a
-//! **`Transfer` aggregate** (`Requested → Debited → Completed`, with `Rejected` when the debit
-//! is refused and `CreditFailed → Compensated` when the credit is). It is the single source of
-//! truth for "what happens next", audited like everything else, and its transitions are
-//! guarded (a failed credit can never later be "completed").
+//! A transfer touches two accounts, and there is no transaction across two streams (nor
+//! should there be: every account would contend with every other). So a transfer is a
+//! process whose state lives in a **`Transfer` aggregate** (`Requested → Debited →
+//! Completed`, `Rejected` when the debit is refused, `CreditFailed → Compensated` when the
+//! credit is): the single, audited source of truth for what happens next, with guarded
+//! transitions (a failed credit never becomes "completed").
 //!
-//! A **stateless process manager** ([`process`]) follows the `Transfer` events as a consumer
-//! of the global log: at least once, split into partitions by transfer (so transfers do not
-//! queue behind one another), each partition under a single-active lease shared by every
-//! process on the store. Each command it issues carries `Metadata::caused_by` the event and a
-//! [`CommandKey`](es_core::CommandKey) derived from the event and the step, so a redelivered
-//! event re-issues the same commands and gets their first outcomes back. Accounts remember
-//! transfer ids, so every leg is idempotent too. A refusal is recorded as the transfer's
-//! outcome, never retried; a step that cannot be decided is retried, then parked, and the
-//! consumer goes on.
-//!
-//! Money in flight (debited, not yet credited or refunded) is tracked explicitly, so the
-//! conservation check `sum of balances + in flight = deposits - withdrawals` holds at every
-//! moment, not only when the system is idle.
-//!
-//! Alternatives we rejected: a *choreography* where accounts react to each other's events
-//! has no single place that knows a transfer's state; a *process manager with private state*
-//! would need a second store, while the aggregate gets storage, concurrency control, history
-//! and temporal queries for free.
+//! A **stateless process manager** ([`process`]) follows the `Transfer` events at least once,
+//! in partitions by transfer, each under a lease shared by every process on the store. Every
+//! command it issues carries `Metadata::caused_by` the event and a
+//! [`CommandKey`](es_core::CommandKey) derived from the event and the step, so a redelivery
+//! gets the first outcomes back; accounts remember transfer ids, so every leg is idempotent.
+//! A refusal is recorded as the transfer's outcome; a step that cannot be decided is retried,
+//! then parked. Money in flight is tracked, so `balances + in flight = deposits -
+//! withdrawals` holds at every moment. A choreography (accounts reacting to each other) would
+//! have no single place that knows a transfer's state; a process manager with private state
+//! would need a second store.
 //!
 //! ## Metadata and idempotency
-//! Every command carries a user id, a correlation id and a causation id (the CLI's and the
-//! HTTP API's request id, or the event a process step reacts to); every event records them,
-//! so [`Ledger::trace`] shows everything one request caused. Every command that changes state
-//! runs once per key ([`app::Cmd`]): from an `Idempotency-Key` header or `--key`, else fresh.
+//! Every event records the user, the correlation id and the causation id of the command that
+//! caused it, so [`Ledger::trace`] shows everything one request caused. Every command that
+//! changes state runs once per key ([`app::Cmd`]): an `Idempotency-Key` header or `--key`,
+//! else a fresh one.
 
 pub mod app;
 pub mod cli;

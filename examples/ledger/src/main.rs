@@ -44,7 +44,9 @@ async fn run<S: Store>(ledger: Ledger<S>, cli: Cli) -> Result<(), CliError> {
             let stop = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            http::serve(ledger.clone(), addr, announce, stop).await.map_err(Into::into)
+            http::serve(ledger.clone(), addr, announce, stop)
+                .await
+                .map_err(Into::into)
         }
         _ => execute(&ledger, cli, &mut std::io::stdout()).await,
     };

@@ -58,7 +58,11 @@ impl Default for Partitions {
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(2),
         };
-        Self { count: 4, retry, lease_poll: Duration::from_millis(100) }
+        Self {
+            count: 4,
+            retry,
+            lease_poll: Duration::from_millis(100),
+        }
     }
 }
 
@@ -70,21 +74,29 @@ pub struct TransferProcess<S> {
 
 impl<S: Clone> Clone for TransferProcess<S> {
     fn clone(&self) -> Self {
-        Self { accounts: self.accounts.clone(), transfers: self.transfers.clone() }
+        Self {
+            accounts: self.accounts.clone(),
+            transfers: self.transfers.clone(),
+        }
     }
 }
 
 /// A consumer named `name` running the process manager over `store`, at least once, with its
 /// checkpoint in the store.
 pub fn consumer<S: Store>(
-    name: &str, store: S, process: TransferProcess<S>,
+    name: &str,
+    store: S,
+    process: TransferProcess<S>,
 ) -> Consumer<TransferProcess<S>, S, AtLeastOnce<S>> {
     Consumer::new(name, store.clone(), AtLeastOnce::new(store), process)
 }
 
 /// Spawns every partition of the process manager, each under a lease from `leases`.
 pub fn spawn<S: Store>(
-    store: &S, process: &TransferProcess<S>, leases: &Arc<dyn Leases>, options: Partitions,
+    store: &S,
+    process: &TransferProcess<S>,
+    leases: &Arc<dyn Leases>,
+    options: Partitions,
 ) -> Vec<ConsumerHandle> {
     Partition::all(options.count)
         .map(|partition| {
@@ -103,7 +115,10 @@ type Outcome = Result<Result<(), LedgerError>, BoxError>;
 impl<S: Store> TransferProcess<S> {
     /// A process manager issuing commands through these repositories.
     pub fn new(accounts: Repository<Account, S>, transfers: Repository<Transfer, S>) -> Self {
-        Self { accounts, transfers }
+        Self {
+            accounts,
+            transfers,
+        }
     }
 
     /// Takes the next step of the transfer `record` belongs to, if `record` is its latest.
@@ -111,10 +126,17 @@ impl<S: Store> TransferProcess<S> {
         let id = record.stream.aggregate_id.as_str();
         let transfer_id: Uuid = id.parse()?;
         let transfer = self.transfers.load(id).await?;
-        let Some(amount) = transfer.amount().filter(|_| transfer.version == record.version) else {
+        let Some(amount) = transfer
+            .amount()
+            .filter(|_| transfer.version == record.version)
+        else {
             return Ok(()); // a later event exists: the step for this one was taken
         };
-        let step = Step { process: self, record, id };
+        let step = Step {
+            process: self,
+            record,
+            id,
+        };
         let (from, to) = (transfer.from_account(), transfer.to_account());
         match transfer.status() {
             TransferStatus::Requested => {
@@ -123,7 +145,11 @@ impl<S: Store> TransferProcess<S> {
                     .await?
                 {
                     Ok(()) => {
-                        if step.transfer("debited", |t| t.mark_debited()).await?.is_err() {
+                        if step
+                            .transfer("debited", |t| t.mark_debited())
+                            .await?
+                            .is_err()
+                        {
                             // Rejected meanwhile by another runner: give the money back.
                             let why = "debited after the transfer was rejected";
                             let undo = |a: &Account| a.refund_transfer(transfer_id, why);
@@ -150,7 +176,9 @@ impl<S: Store> TransferProcess<S> {
                     }
                     Err(why) => {
                         let why = format!("{to}: {why}");
-                        let _ = step.transfer("credit-failed", |t| t.credit_failed(&why)).await?;
+                        let _ = step
+                            .transfer("credit-failed", |t| t.credit_failed(&why))
+                            .await?;
                     }
                 }
             }
@@ -198,18 +226,30 @@ impl<S: Store> Step<'_, S> {
     }
 
     async fn account<R: IntoEvents<<Account as es_core::Aggregate>::Event>>(
-        &self, account: &str, step: &str,
+        &self,
+        account: &str,
+        step: &str,
         decide: impl FnMut(&Account) -> Result<R, LedgerError> + Send,
     ) -> Outcome {
         let accounts = &self.process.accounts;
-        outcome(accounts.execute_once(account, self.key(step), self.meta(), decide).await)
+        outcome(
+            accounts
+                .execute_once(account, self.key(step), self.meta(), decide)
+                .await,
+        )
     }
 
     async fn transfer<R: IntoEvents<TransferEvent>>(
-        &self, step: &str, decide: impl FnMut(&Transfer) -> Result<R, LedgerError> + Send,
+        &self,
+        step: &str,
+        decide: impl FnMut(&Transfer) -> Result<R, LedgerError> + Send,
     ) -> Outcome {
         let transfers = &self.process.transfers;
-        outcome(transfers.execute_once(self.id, self.key(step), self.meta(), decide).await)
+        outcome(
+            transfers
+                .execute_once(self.id, self.key(step), self.meta(), decide)
+                .await,
+        )
     }
 }
 
@@ -225,7 +265,9 @@ impl<S: Store> EventHandler for TransferProcess<S> {
     type Event = TransferEvent;
 
     async fn handle(
-        &mut self, _: &mut (), event: &Envelope<TransferEvent>,
+        &mut self,
+        _: &mut (),
+        event: &Envelope<TransferEvent>,
     ) -> Result<(), BoxError> {
         self.react(&event.record).await
     }

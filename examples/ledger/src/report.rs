@@ -21,24 +21,42 @@ pub fn json(out: &mut (impl Write + ?Sized), value: &impl Serialize) -> Result<(
 /// Writes one account on a line.
 pub fn account(out: &mut (impl Write + ?Sized), row: &AccountRow) -> Result<()> {
     let (id, owner, status) = (&row.id, &row.owner, row.status.as_str());
-    writeln!(out, "{id} ({owner}): {} {} [{status}]", row.balance_display, row.currency)
+    writeln!(
+        out,
+        "{id} ({owner}): {} {} [{status}]",
+        row.balance_display, row.currency
+    )
 }
 
 /// Writes a balances table.
 pub fn balances(out: &mut (impl Write + ?Sized), rows: &[AccountRow]) -> Result<()> {
-    writeln!(out, "  {:<10} {:<14} {:>12} {:<4} status", "account", "owner", "balance", "cur")?;
+    writeln!(
+        out,
+        "  {:<10} {:<14} {:>12} {:<4} status",
+        "account", "owner", "balance", "cur"
+    )?;
     for r in rows {
         let (id, owner, balance, cur) = (&r.id, &r.owner, &r.balance_display, &r.currency);
-        writeln!(out, "  {id:<10} {owner:<14} {balance:>12} {cur:<4} {}", r.status.as_str())?;
+        writeln!(
+            out,
+            "  {id:<10} {owner:<14} {balance:>12} {cur:<4} {}",
+            r.status.as_str()
+        )?;
     }
     Ok(())
 }
 
 /// Writes a statement.
 pub fn statement(
-    out: &mut (impl Write + ?Sized), lines: &[StatementLine], currency: &Currency,
+    out: &mut (impl Write + ?Sized),
+    lines: &[StatementLine],
+    currency: &Currency,
 ) -> Result<()> {
-    writeln!(out, "  {:>3} {:<12} {:>10} {:>10}  description", "v", "time", "amount", "balance")?;
+    writeln!(
+        out,
+        "  {:>3} {:<12} {:>10} {:>10}  description",
+        "v", "time", "amount", "balance"
+    )?;
     let signed = |minor: i64| {
         let text = Money::format_minor(minor, currency);
         if minor > 0 { format!("+{text}") } else { text }
@@ -75,24 +93,39 @@ pub fn audit(out: &mut (impl Write + ?Sized), entries: &[AuditEntry]) -> Result<
     let (s, v, t, u, c, k) = header;
     writeln!(out, "  {s:<18} {v:>3} {t:<12} {u:<18} {c:<8} {k:<8}  what")?;
     for e in entries {
-        let (stream, time) = (short_stream(&e.stream), e.recorded_at.format("%H:%M:%S%.3f"));
+        let (stream, time) = (
+            short_stream(&e.stream),
+            e.recorded_at.format("%H:%M:%S%.3f"),
+        );
         let user = e.user_id.as_deref().unwrap_or("-");
         let corr = e.correlation_id.as_ref().map(short).unwrap_or_default();
         let cause = e.causation_id.as_ref().map(short).unwrap_or_default();
         let (v, what) = (e.version, &e.description);
-        writeln!(out, "  {stream:<18} {v:>3} {time:<12} {user:<18} {corr:<8} {cause:<8}  {what}")?;
+        writeln!(
+            out,
+            "  {stream:<18} {v:>3} {time:<12} {user:<18} {corr:<8} {cause:<8}  {what}"
+        )?;
     }
     Ok(())
 }
 
 /// Writes the totals per currency with the conservation check.
 pub fn totals(
-    out: &mut (impl Write + ?Sized), totals: &BTreeMap<Currency, CurrencyTotals>,
+    out: &mut (impl Write + ?Sized),
+    totals: &BTreeMap<Currency, CurrencyTotals>,
 ) -> Result<()> {
     for (currency, t) in totals {
         let amount = |minor: i128| Money::format_minor(minor, currency);
-        let verdict = if t.balanced() { "conserved" } else { "NOT CONSERVED" };
-        let (net, sum, flight) = (amount(t.net_inflow), amount(t.balances), amount(t.in_flight));
+        let verdict = if t.balanced() {
+            "conserved"
+        } else {
+            "NOT CONSERVED"
+        };
+        let (net, sum, flight) = (
+            amount(t.net_inflow),
+            amount(t.balances),
+            amount(t.in_flight),
+        );
         writeln!(
             out,
             "  {currency}: paid in net {net}, sum of balances {sum}, in flight {flight} -> {verdict}"
@@ -105,7 +138,11 @@ pub fn totals(
 pub fn transfers(out: &mut (impl Write + ?Sized), rows: &[TransferRow]) -> Result<()> {
     for t in rows {
         let amount = Money::new(t.amount, t.currency.clone());
-        let reason = t.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let reason = t
+            .reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
         let (id, from, to) = (t.id, &t.from_account, &t.to_account);
         writeln!(out, "{id}  {from} -> {to}  {amount}  {}{reason}", t.status)?;
     }
@@ -123,11 +160,16 @@ pub fn outcome(outcome: &TransferOutcome) -> String {
 
 /// Writes the consumers' status, and the events the process manager parked.
 pub fn status(
-    out: &mut (impl Write + ?Sized), statuses: &[Status], parked: &[ParkedEvent],
+    out: &mut (impl Write + ?Sized),
+    statuses: &[Status],
+    parked: &[ParkedEvent],
 ) -> Result<()> {
     for s in statuses {
-        let error =
-            s.last_error.as_deref().map(|e| format!(" last error: {e}")).unwrap_or_default();
+        let error = s
+            .last_error
+            .as_deref()
+            .map(|e| format!(" last error: {e}"))
+            .unwrap_or_default();
         writeln!(
             out,
             "  {:<24} {:?} checkpoint {} head {} lag {} parked {}{error}",

@@ -72,7 +72,9 @@ pub async fn open(args: &StorageArgs, need: Need) -> Result<Opened, AppError> {
     let process = need != Need::Accounts;
     let demo = need == Need::Demo;
     if args.memory {
-        return Ok(Opened::Memory(with_leases(MemoryStore::new(), None, process).await?));
+        return Ok(Opened::Memory(
+            with_leases(MemoryStore::new(), None, process).await?,
+        ));
     }
     if let Some(url) = args.database_url.as_deref().filter(|url| !url.is_empty()) {
         let schema = match (&args.schema, demo) {
@@ -88,7 +90,10 @@ pub async fn open(args: &StorageArgs, need: Need) -> Result<Opened, AppError> {
         };
         return Ok(Opened::Postgres(postgres(url, &schema, process).await?));
     }
-    let path = args.data.clone().unwrap_or_else(|| PathBuf::from("ledger.db"));
+    let path = args
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("ledger.db"));
     // A process that exits leaves its leases to expire (their release runs on a task the
     // exit cuts short): short-lived commands take short leases, so the next command waits
     // at most that long for a partition.
@@ -100,7 +105,9 @@ pub async fn open(args: &StorageArgs, need: Need) -> Result<Opened, AppError> {
 /// The ledger on PostgreSQL in `schema` (created and migrated if needed), its read models in
 /// tables there.
 pub async fn postgres(
-    url: &str, schema: &str, process: bool,
+    url: &str,
+    schema: &str,
+    process: bool,
 ) -> Result<Ledger<PostgresStore>, AppError> {
     let store = PostgresStore::connect_with(url, StoreOptions::new().schema(schema)).await?;
     let tables = TableViews::open(store.clone()).await?;
@@ -109,9 +116,15 @@ pub async fn postgres(
 
 /// The ledger on `store`, leasing the process manager's partitions (if it runs) from the store.
 pub async fn with_leases<S: Store + Leases>(
-    store: S, read_side: Option<Box<dyn ReadSide>>, process: bool,
+    store: S,
+    read_side: Option<Box<dyn ReadSide>>,
+    process: bool,
 ) -> Result<Ledger<S>, AppError> {
-    let mut options = Options { leases: Arc::new(store.clone()), read_side, ..Options::default() };
+    let mut options = Options {
+        leases: Arc::new(store.clone()),
+        read_side,
+        ..Options::default()
+    };
     options.partitions.count = if process { options.partitions.count } else { 0 };
     Ledger::open(store, options).await
 }

@@ -14,7 +14,10 @@ fn the_demo_binary_runs_in_memory_and_reports_everything() {
         .expect("the binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     for expected in [
         "== 1. Opening accounts",
         "completed",
@@ -31,9 +34,15 @@ fn the_demo_binary_runs_in_memory_and_reports_everything() {
         "conserved",
         "rebuilt read models equal the live ones",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
-    assert!(!stdout.contains("NOT CONSERVED") && !stdout.contains("unexpected"), "{stdout}");
+    assert!(
+        !stdout.contains("NOT CONSERVED") && !stdout.contains("unexpected"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -93,7 +102,11 @@ fn ledger_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
         .output()
         .expect("the binary runs");
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status.success(), text(&output.stdout), text(&output.stderr))
+    (
+        output.status.success(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
 }
 
 /// Issue 14: every command keeps its data in `./ledger.db` between runs, with no server;
@@ -113,20 +126,33 @@ fn commands_keep_their_data_in_the_default_file() {
         assert!(ok, "{args:?}: {stdout}{stderr}");
     }
     let (_, stdout, _) = ledger_in(&dir, &["balance", "alice"]);
-    assert!(stdout.contains("alice: 80.00 EUR"), "the retried transfer ran once: {stdout}");
+    assert!(
+        stdout.contains("alice: 80.00 EUR"),
+        "the retried transfer ran once: {stdout}"
+    );
     let (_, stdout, _) = ledger_in(&dir, &["--json", "history", "bob"]);
     let history: serde_json::Value = serde_json::from_str(&stdout).expect("history as JSON");
     assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
     for run in 0..2 {
         let (ok, stdout, stderr) = ledger_in(&dir, &["demo"]);
         assert!(ok, "demo run {run}: {stdout}{stderr}");
-        assert!(stdout.contains("rebuilt read models equal the live ones"), "{stdout}");
+        assert!(
+            stdout.contains("rebuilt read models equal the live ones"),
+            "{stdout}"
+        );
     }
     let (_, stdout, _) = ledger_in(&dir, &["--json", "balances"]);
     let rows: serde_json::Value = serde_json::from_str(&stdout).expect("balances as JSON");
-    assert_eq!(rows.as_array().map(Vec::len), Some(12), "alice, bob and two demos: {rows}");
+    assert_eq!(
+        rows.as_array().map(Vec::len),
+        Some(12),
+        "alice, bob and two demos: {rows}"
+    );
     let (ok, stdout, _) = ledger_in(&dir, &["status"]);
-    assert!(ok && stdout.contains("ledger-views") && !stdout.contains("parked at"), "{stdout}");
+    assert!(
+        ok && stdout.contains("ledger-views") && !stdout.contains("parked at"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -153,12 +179,26 @@ fn the_demo_binary_runs_on_postgres_in_a_fresh_schema() {
         .find(|w| w.starts_with("ledger_demo_"))
         .map(|w| w.trim_end_matches(['.', ')']).to_owned())
         .expect("stderr names the schema");
-    for expected in ["compensated", "-> conserved", "rebuilt read models equal the live ones"] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    for expected in [
+        "compensated",
+        "-> conserved",
+        "rebuilt read models equal the live ones",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
     // The read models are in that schema's tables.
     let balances = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["--database-url", &url, "--schema", &schema, "--json", "balances"])
+        .args([
+            "--database-url",
+            &url,
+            "--schema",
+            &schema,
+            "--json",
+            "balances",
+        ])
         .output()
         .expect("the binary runs");
     let rows: serde_json::Value =
@@ -167,7 +207,10 @@ fn the_demo_binary_runs_on_postgres_in_a_fresh_schema() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
         let sql = format!("DROP SCHEMA \"{schema}\" CASCADE");
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
     });
 }
 
@@ -201,15 +244,29 @@ fn the_cli_and_serve_share_one_file() {
     assert!(ok && stdout.contains("completed"), "{stdout}{stderr}");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let bob: serde_json::Value = runtime.block_on(async {
-        reqwest::get(format!("{base}/accounts/bob")).await.unwrap().json().await.unwrap()
+        reqwest::get(format!("{base}/accounts/bob"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     });
     assert_eq!(bob["balance"], 400, "{bob}");
     let created = runtime.block_on(async {
         let body =
             serde_json::json!({ "from": "ada", "to": "bob", "amount": 100, "currency": "EUR" });
         let client = reqwest::Client::new();
-        let request = client.post(format!("{base}/transfers")).header("x-user-id", "u").json(&body);
-        request.send().await.unwrap().json::<serde_json::Value>().await.unwrap()
+        let request = client
+            .post(format!("{base}/transfers"))
+            .header("x-user-id", "u")
+            .json(&body);
+        request
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
     });
     assert_eq!(created["status"], "completed", "{created}");
     let (_, stdout, _) = ledger_in(&dir, &["balance", "ada"]);

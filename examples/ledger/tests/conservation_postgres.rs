@@ -29,10 +29,19 @@ async fn concurrent_random_transfers_conserve_money_on_postgres() {
     .unwrap();
     assert!(lines > 0);
     assert_eq!(lines, positions, "a statement line was written twice");
-    assert!(store.load_checkpoint("ledger-tables").await.unwrap().is_some());
+    assert!(
+        store
+            .load_checkpoint("ledger-tables")
+            .await
+            .unwrap()
+            .is_some()
+    );
     for i in 0..4 {
         let name = format!("{PROCESS}[{i}/4]");
-        assert!(store.load_checkpoint(&name).await.unwrap().is_some(), "{name}");
+        assert!(
+            store.load_checkpoint(&name).await.unwrap().is_some(),
+            "{name}"
+        );
     }
     second.shutdown().await.unwrap();
     common::drop_schema(&first).await;

@@ -13,11 +13,20 @@ fn eur(minor: i64) -> Money {
 }
 
 fn opened(overdraft_limit: i64) -> AccountEvent {
-    AccountOpened { owner: "Ada".into(), currency: "EUR".parse().unwrap(), overdraft_limit }.into()
+    AccountOpened {
+        owner: "Ada".into(),
+        currency: "EUR".parse().unwrap(),
+        overdraft_limit,
+    }
+    .into()
 }
 
 fn deposited(amount: i64) -> AccountEvent {
-    MoneyDeposited { amount, reference: String::new() }.into()
+    MoneyDeposited {
+        amount,
+        reference: String::new(),
+    }
+    .into()
 }
 
 fn none() -> Vec<AccountEvent> {
@@ -48,7 +57,10 @@ fn an_account_opens_once_with_a_valid_owner_and_overdraft() {
 fn deposits_need_an_open_account_a_positive_amount_and_the_same_currency() {
     let state = Scenario::<Account>::given(vec![opened(0)])
         .when(|a| a.deposit(&eur(1250), "salary"))
-        .then_events(MoneyDeposited { amount: 1250, reference: "salary".into() });
+        .then_events(MoneyDeposited {
+            amount: 1250,
+            reference: "salary".into(),
+        });
     assert_eq!(state.balance(), 1250);
     Scenario::<Account>::new()
         .when(|a| a.deposit(&eur(1), ""))
@@ -71,16 +83,30 @@ fn deposits_need_an_open_account_a_positive_amount_and_the_same_currency() {
 fn withdrawals_may_use_the_overdraft_but_no_more() {
     Scenario::<Account>::given(vec![opened(100), deposited(50)])
         .when(|a| a.withdraw(&eur(150), "rent"))
-        .then_events(MoneyWithdrawn { amount: 150, reference: "rent".into() });
+        .then_events(MoneyWithdrawn {
+            amount: 150,
+            reference: "rent".into(),
+        });
     Scenario::<Account>::given(vec![opened(100), deposited(50)])
         .when(|a| a.withdraw(&eur(151), "rent"))
-        .then_error(LedgerError::InsufficientFunds { available: eur(150), requested: eur(151) });
+        .then_error(LedgerError::InsufficientFunds {
+            available: eur(150),
+            requested: eur(151),
+        });
 }
 
 #[test]
 fn a_frozen_account_moves_no_money_until_unfrozen() {
-    let frozen =
-        || vec![opened(0), deposited(100), AccountFrozen { reason: "fraud".into() }.into()];
+    let frozen = || {
+        vec![
+            opened(0),
+            deposited(100),
+            AccountFrozen {
+                reason: "fraud".into(),
+            }
+            .into(),
+        ]
+    };
     Scenario::<Account>::given(frozen())
         .when(|a| a.withdraw(&eur(10), ""))
         .then_error(LedgerError::AccountFrozen);
@@ -92,7 +118,9 @@ fn a_frozen_account_moves_no_money_until_unfrozen() {
         .then_error(LedgerError::AccountFrozen);
     let state = Scenario::<Account>::given(frozen())
         .when(|a| a.unfreeze("cleared"))
-        .then_events(AccountUnfrozen { reason: "cleared".into() });
+        .then_events(AccountUnfrozen {
+            reason: "cleared".into(),
+        });
     assert_eq!(state.status(), AccountStatus::Open);
     Scenario::<Account>::given(vec![opened(0)])
         .when(|a| a.unfreeze(""))
@@ -105,37 +133,64 @@ fn an_account_closes_only_at_zero_with_nothing_in_flight() {
         .when(|a| a.close(""))
         .then_error(LedgerError::NonZeroBalance(eur(1)));
     let transfer_id = Uuid::now_v7();
-    let sent: AccountEvent =
-        TransferSent { transfer_id, to_account: "bob".into(), amount: 1 }.into();
+    let sent: AccountEvent = TransferSent {
+        transfer_id,
+        to_account: "bob".into(),
+        amount: 1,
+    }
+    .into();
     Scenario::<Account>::given(vec![opened(0), deposited(1), sent.clone()])
         .when(|a| a.close(""))
         .then_error(LedgerError::TransfersInFlight(1));
     let settled: AccountEvent = TransferSettled { transfer_id }.into();
     let state = Scenario::<Account>::given(vec![opened(0), deposited(1), sent, settled])
         .when(|a| a.close("moving"))
-        .then_events(AccountClosed { reason: "moving".into() });
+        .then_events(AccountClosed {
+            reason: "moving".into(),
+        });
     assert_eq!(state.status(), AccountStatus::Closed);
-    Scenario::<Account>::given(vec![opened(0), AccountClosed { reason: String::new() }.into()])
-        .when(|a| a.deposit(&eur(1), ""))
-        .then_error(LedgerError::AccountClosed);
+    Scenario::<Account>::given(vec![
+        opened(0),
+        AccountClosed {
+            reason: String::new(),
+        }
+        .into(),
+    ])
+    .when(|a| a.deposit(&eur(1), ""))
+    .then_error(LedgerError::AccountClosed);
 }
 
 #[test]
 fn transfer_legs_are_idempotent_per_transfer_id() {
     let id = Uuid::now_v7();
-    let sent: AccountEvent =
-        TransferSent { transfer_id: id, to_account: "bob".into(), amount: 30 }.into();
+    let sent: AccountEvent = TransferSent {
+        transfer_id: id,
+        to_account: "bob".into(),
+        amount: 30,
+    }
+    .into();
     Scenario::<Account>::given(vec![opened(0), deposited(100)])
         .when(|a| a.send_transfer(id, "bob", &eur(30)))
-        .then_events(TransferSent { transfer_id: id, to_account: "bob".into(), amount: 30 });
+        .then_events(TransferSent {
+            transfer_id: id,
+            to_account: "bob".into(),
+            amount: 30,
+        });
     Scenario::<Account>::given(vec![opened(0), deposited(100), sent.clone()])
         .when(|a| a.send_transfer(id, "bob", &eur(30)))
         .then_events(none());
     Scenario::<Account>::given(vec![opened(0), deposited(10)])
         .when(|a| a.send_transfer(id, "bob", &eur(30)))
-        .then_error(LedgerError::InsufficientFunds { available: eur(10), requested: eur(30) });
-    let received: AccountEvent =
-        TransferReceived { transfer_id: id, from_account: "ada".into(), amount: 30 }.into();
+        .then_error(LedgerError::InsufficientFunds {
+            available: eur(10),
+            requested: eur(30),
+        });
+    let received: AccountEvent = TransferReceived {
+        transfer_id: id,
+        from_account: "ada".into(),
+        amount: 30,
+    }
+    .into();
     Scenario::<Account>::given(vec![opened(0), received])
         .when(|a| a.receive_transfer(id, "ada", &eur(30)))
         .then_events(none());
@@ -150,8 +205,16 @@ fn a_refund_is_accepted_even_when_frozen_and_only_once() {
     let history = vec![
         opened(0),
         deposited(100),
-        TransferSent { transfer_id: id, to_account: "bob".into(), amount: 100 }.into(),
-        AccountFrozen { reason: "fraud".into() }.into(),
+        TransferSent {
+            transfer_id: id,
+            to_account: "bob".into(),
+            amount: 100,
+        }
+        .into(),
+        AccountFrozen {
+            reason: "fraud".into(),
+        }
+        .into(),
     ];
     let state = Scenario::<Account>::given(history.clone())
         .when(|a| a.refund_transfer(id, "bob: account is frozen"))
@@ -162,7 +225,14 @@ fn a_refund_is_accepted_even_when_frozen_and_only_once() {
         });
     assert_eq!((state.balance(), state.in_flight()), (100, 0));
     let mut refunded = history;
-    refunded.push(TransferRefunded { transfer_id: id, amount: 100, reason: String::new() }.into());
+    refunded.push(
+        TransferRefunded {
+            transfer_id: id,
+            amount: 100,
+            reason: String::new(),
+        }
+        .into(),
+    );
     Scenario::<Account>::given(refunded.clone())
         .when(|a| a.refund_transfer(id, ""))
         .then_events(none());
@@ -208,7 +278,10 @@ fn a_transfer_is_validated_when_requested() {
 #[test]
 fn a_transfer_moves_through_its_states_and_repeats_are_no_ops() {
     let debited: TransferEvent = TransferDebited {}.into();
-    let failed: TransferEvent = TransferCreditFailed { reason: "frozen".into() }.into();
+    let failed: TransferEvent = TransferCreditFailed {
+        reason: "frozen".into(),
+    }
+    .into();
     Scenario::<Transfer>::given(vec![requested()])
         .when(|t| t.mark_debited())
         .then_events(TransferDebited {});
@@ -235,7 +308,9 @@ fn a_transfer_moves_through_its_states_and_repeats_are_no_ops() {
         .then_error(LedgerError::TransferNotFound);
     Scenario::<Transfer>::given(vec![requested()])
         .when(|t| t.reject("insufficient funds"))
-        .then_events(TransferRejected { reason: "insufficient funds".into() });
+        .then_events(TransferRejected {
+            reason: "insufficient funds".into(),
+        });
 }
 
 /// Payloads written by the first release (no `reference`) are read back as version 2.
@@ -261,16 +336,26 @@ async fn stored_version_1_deposits_are_upcast_on_read() {
                     serde_json::json!({ "owner": "Old", "currency": "EUR", "overdraft_limit": 0 }),
                 ),
                 raw("MoneyDeposited", 1, serde_json::json!({ "amount": 4200 })),
-                raw("MoneyDeposited", 2, serde_json::json!({ "amount": 800, "reference": "new" })),
+                raw(
+                    "MoneyDeposited",
+                    2,
+                    serde_json::json!({ "amount": 800, "reference": "new" }),
+                ),
             ],
         )
         .await
         .unwrap();
-    let stored = store.read_stream(&stream, &StreamQuery::all()).await.unwrap();
+    let stored = store
+        .read_stream(&stream, &StreamQuery::all())
+        .await
+        .unwrap();
     assert_eq!(stored[1].schema_version, 1, "stored as written");
     assert_eq!(
         stored[1].decode::<AccountEvent>().unwrap(),
-        AccountEvent::from(MoneyDeposited { amount: 4200, reference: String::new() })
+        AccountEvent::from(MoneyDeposited {
+            amount: 4200,
+            reference: String::new()
+        })
     );
     let accounts = Repository::<Account, _>::new(store.clone());
     let loaded = accounts.load("legacy").await.unwrap();
@@ -294,17 +379,39 @@ fn money_parses_exactly_and_refuses_what_would_lose_precision() {
     let eur = || Currency::from_str("EUR").unwrap();
     assert_eq!(Money::parse("0.05", eur()).map(|m| m.minor).ok(), Some(5));
     assert_eq!(Money::parse("10", eur()).map(|m| m.minor).ok(), Some(1000));
-    assert_eq!(Money::parse("10.5", eur()).map(|m| m.minor).ok(), Some(1050));
-    for bad in ["", ".5", "5.", "-1", "1e3", "0.001", "1,00", "99999999999999999999", "1 0"] {
+    assert_eq!(
+        Money::parse("10.5", eur()).map(|m| m.minor).ok(),
+        Some(1050)
+    );
+    for bad in [
+        "",
+        ".5",
+        "5.",
+        "-1",
+        "1e3",
+        "0.001",
+        "1,00",
+        "99999999999999999999",
+        "1 0",
+    ] {
         assert!(Money::parse(bad, eur()).is_err(), "{bad:?} parsed");
     }
     let yen = Currency::from_str("JPY").unwrap();
-    assert_eq!(Money::parse("500", yen.clone()).map(|m| m.minor).ok(), Some(500));
+    assert_eq!(
+        Money::parse("500", yen.clone()).map(|m| m.minor).ok(),
+        Some(500)
+    );
     assert!(Money::parse("5.1", yen.clone()).is_err());
     assert_eq!(Money::format_minor(-1205, &eur()), "-12.05");
     assert_eq!(Money::format_minor(7, &eur()), "0.07");
-    assert_eq!(Money::format_minor(i64::MIN, &eur()), "-92233720368547758.08");
-    assert_eq!(Money::format_minor(i128::from(i64::MAX) * 2, &eur()), "184467440737095516.14");
+    assert_eq!(
+        Money::format_minor(i64::MIN, &eur()),
+        "-92233720368547758.08"
+    );
+    assert_eq!(
+        Money::format_minor(i128::from(i64::MAX) * 2, &eur()),
+        "184467440737095516.14"
+    );
     assert_eq!(Money::format_minor(42, &yen), "42");
     assert!(serde_json::from_str::<Currency>("\"USD\"").is_ok());
     assert!(serde_json::from_str::<Currency>("\"usd\"").is_err());
@@ -329,7 +436,11 @@ fn text_with_control_characters_and_times_out_of_range_are_refused() {
         .then_error(LedgerError::ControlCharacter("reference"));
     assert!(check_text("reference", "naïve – ok ✓", 200).is_ok());
     let year = |y: i32| {
-        chrono::NaiveDate::from_ymd_opt(y, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc()
+        chrono::NaiveDate::from_ymd_opt(y, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
     };
     assert!(check_time(year(1)).is_ok() && check_time(year(9999)).is_ok());
     assert!(check_time(year(0)).is_err() && check_time(year(10_000)).is_err());
@@ -339,12 +450,19 @@ fn text_with_control_characters_and_times_out_of_range_are_refused() {
 #[test]
 fn credits_leave_room_for_the_money_in_flight_so_refunds_never_overflow() {
     let id = Uuid::now_v7();
-    let sent: AccountEvent =
-        TransferSent { transfer_id: id, to_account: "bob".into(), amount: 10 }.into();
+    let sent: AccountEvent = TransferSent {
+        transfer_id: id,
+        to_account: "bob".into(),
+        amount: 10,
+    }
+    .into();
     // 10 in flight: the balance may reach i64::MAX - 10, not more.
     Scenario::<Account>::given(vec![opened(0), deposited(10), sent.clone()])
         .when(|a| a.deposit(&eur(i64::MAX - 10), ""))
-        .then_events(MoneyDeposited { amount: i64::MAX - 10, reference: String::new() });
+        .then_events(MoneyDeposited {
+            amount: i64::MAX - 10,
+            reference: String::new(),
+        });
     Scenario::<Account>::given(vec![opened(0), deposited(10), sent.clone()])
         .when(|a| a.deposit(&eur(i64::MAX - 9), ""))
         .then_error(LedgerError::Overflow);
@@ -356,27 +474,48 @@ fn credits_leave_room_for_the_money_in_flight_so_refunds_never_overflow() {
     ])
     .when(|a| a.receive_transfer(Uuid::now_v7(), "cy", &eur(1)))
     .then_error(LedgerError::Overflow);
-    let state =
-        Scenario::<Account>::given(vec![opened(0), deposited(10), sent, deposited(i64::MAX - 10)])
-            .when(|a| a.refund_transfer(id, "back"))
-            .then_events(TransferRefunded { transfer_id: id, amount: 10, reason: "back".into() });
+    let state = Scenario::<Account>::given(vec![
+        opened(0),
+        deposited(10),
+        sent,
+        deposited(i64::MAX - 10),
+    ])
+    .when(|a| a.refund_transfer(id, "back"))
+    .then_events(TransferRefunded {
+        transfer_id: id,
+        amount: 10,
+        reason: "back".into(),
+    });
     assert_eq!(state.balance(), i64::MAX);
     // An overdraft of i64::MAX: the funds check cannot overflow either.
     let state = Scenario::<Account>::given(vec![opened(i64::MAX)])
         .when(|a| a.withdraw(&eur(i64::MAX), ""))
-        .then_events(MoneyWithdrawn { amount: i64::MAX, reference: String::new() });
+        .then_events(MoneyWithdrawn {
+            amount: i64::MAX,
+            reference: String::new(),
+        });
     assert_eq!(state.balance(), -i64::MAX);
     Scenario::<Account>::given(vec![opened(i64::MAX), deposited(5)])
         .when(|a| a.withdraw(&eur(1), ""))
-        .then_events(MoneyWithdrawn { amount: 1, reference: String::new() });
+        .then_events(MoneyWithdrawn {
+            amount: 1,
+            reference: String::new(),
+        });
 }
 
 #[test]
 fn a_credit_that_must_not_stand_is_reversed_once() {
     let id = Uuid::now_v7();
-    let received: AccountEvent =
-        TransferReceived { transfer_id: id, from_account: "ada".into(), amount: 40 }.into();
-    let frozen: AccountEvent = AccountFrozen { reason: "kyc".into() }.into();
+    let received: AccountEvent = TransferReceived {
+        transfer_id: id,
+        from_account: "ada".into(),
+        amount: 40,
+    }
+    .into();
+    let frozen: AccountEvent = AccountFrozen {
+        reason: "kyc".into(),
+    }
+    .into();
     let state = Scenario::<Account>::given(vec![opened(0), received.clone(), frozen])
         .when(|a| a.reverse_transfer(id, "source never debited"))
         .then_events(TransferReversed {
@@ -385,8 +524,12 @@ fn a_credit_that_must_not_stand_is_reversed_once() {
             reason: "source never debited".into(),
         });
     assert_eq!(state.balance(), 0);
-    let reversed: AccountEvent =
-        TransferReversed { transfer_id: id, amount: 40, reason: String::new() }.into();
+    let reversed: AccountEvent = TransferReversed {
+        transfer_id: id,
+        amount: 40,
+        reason: String::new(),
+    }
+    .into();
     Scenario::<Account>::given(vec![opened(0), received.clone(), reversed.clone()])
         .when(|a| a.reverse_transfer(id, ""))
         .then_events(none());

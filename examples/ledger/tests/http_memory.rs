@@ -28,12 +28,25 @@ async fn invalid_input_gets_clear_json_errors() {
     api.open("ada", "EUR", 0).await;
 
     // Who: commands need a user.
-    let (status, body) =
-        api.post_raw("/accounts/ada/deposits", r#"{"amount": 1, "currency": "EUR"}"#, &[]).await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "missing_user"));
+    let (status, body) = api
+        .post_raw(
+            "/accounts/ada/deposits",
+            r#"{"amount": 1, "currency": "EUR"}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "missing_user")
+    );
     let user = [("x-user-id", "u")];
     let cases: Vec<(&str, String, StatusCode, &str)> = vec![
-        ("/accounts/ada/deposits", "{not json".into(), StatusCode::BAD_REQUEST, "invalid_body"),
+        (
+            "/accounts/ada/deposits",
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
         (
             "/accounts/ada/deposits",
             r#"{"amount": 1.5, "currency": "EUR"}"#.into(),
@@ -108,7 +121,10 @@ async fn invalid_input_gets_clear_json_errors() {
         ),
         (
             "/accounts/ada/deposits",
-            format!(r#"{{"amount": 1, "currency": "EUR", "reference": "{}"}}"#, "x".repeat(17_000)),
+            format!(
+                r#"{{"amount": 1, "currency": "EUR", "reference": "{}"}}"#,
+                "x".repeat(17_000)
+            ),
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
         ),
@@ -121,7 +137,11 @@ async fn invalid_input_gets_clear_json_errors() {
             "POST {path} {}: {response}",
             &body[..body.len().min(80)]
         );
-        assert!(response["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            response["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     let (status, body) = api
         .post_raw(
@@ -130,23 +150,50 @@ async fn invalid_input_gets_clear_json_errors() {
             &[("x-user-id", "u"), ("x-correlation-id", "not-a-uuid")],
         )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_header"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_header")
+    );
     for (path, expected_status, expected_code) in [
         ("/accounts/nobody", StatusCode::NOT_FOUND, "not_found"),
-        ("/accounts/nobody/statement", StatusCode::NOT_FOUND, "not_found"),
-        ("/accounts/nobody/history", StatusCode::NOT_FOUND, "not_found"),
-        ("/accounts/nobody/balance", StatusCode::NOT_FOUND, "not_found"),
-        ("/accounts/ada/balance?version=x", StatusCode::BAD_REQUEST, "invalid_query"),
+        (
+            "/accounts/nobody/statement",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/accounts/nobody/history",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/accounts/nobody/balance",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/accounts/ada/balance?version=x",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
         (
             "/accounts/ada/balance?version=1&at=2020-01-01T00:00:00Z",
             StatusCode::BAD_REQUEST,
             "invalid_query",
         ),
-        ("/transfers/123", StatusCode::BAD_REQUEST, "invalid_transfer_id"),
+        (
+            "/transfers/123",
+            StatusCode::BAD_REQUEST,
+            "invalid_transfer_id",
+        ),
         ("/nowhere", StatusCode::NOT_FOUND, "not_found"),
     ] {
         let (status, body) = api.get(path).await;
-        assert_eq!((status, code(&body)), (expected_status, expected_code), "GET {path}: {body}");
+        assert_eq!(
+            (status, code(&body)),
+            (expected_status, expected_code),
+            "GET {path}: {body}"
+        );
     }
 }
 
@@ -157,8 +204,12 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
     api.open("bob", "EUR", 0).await;
     let key = [("idempotency-key", "deposit-0001")];
     let body = json!({ "amount": 500, "currency": "EUR" });
-    let first = api.post_with("/accounts/ada/deposits", body.clone(), &key).await;
-    let again = api.post_with("/accounts/ada/deposits", body.clone(), &key).await;
+    let first = api
+        .post_with("/accounts/ada/deposits", body.clone(), &key)
+        .await;
+    let again = api
+        .post_with("/accounts/ada/deposits", body.clone(), &key)
+        .await;
     assert_eq!(first.0, StatusCode::OK);
     assert_eq!(first, again, "the retry gets the first response");
     assert_eq!(api.balance("ada").await, 500);
@@ -174,7 +225,10 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
         assert_eq!(response, &responses[0]);
     }
     assert_eq!(responses[0].0, StatusCode::CREATED);
-    assert_eq!((api.balance("ada").await, api.balance("bob").await), (300, 200));
+    assert_eq!(
+        (api.balance("ada").await, api.balance("bob").await),
+        (300, 200)
+    );
     assert_eq!(ledger.transfers().await.unwrap().len(), 1);
 
     // The same key for another request is refused.
@@ -185,16 +239,23 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
             &[("idempotency-key", "deposit-0001")],
         )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
 
     // A refusal writes nothing and is not kept: the retry runs anew, and succeeds once the
     // funds are there (the same request under the same key), exactly once.
     let key = [("idempotency-key", "withdraw-big")];
     let big = json!({ "amount": 1_000, "currency": "EUR" });
-    let (status, _) = api.post_with("/accounts/ada/withdrawals", big.clone(), &key).await;
+    let (status, _) = api
+        .post_with("/accounts/ada/withdrawals", big.clone(), &key)
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     api.deposit("ada", 5_000, "EUR").await;
-    let first = api.post_with("/accounts/ada/withdrawals", big.clone(), &key).await;
+    let first = api
+        .post_with("/accounts/ada/withdrawals", big.clone(), &key)
+        .await;
     assert_eq!(first.0, StatusCode::OK, "{first:?}");
     let again = api.post_with("/accounts/ada/withdrawals", big, &key).await;
     assert_eq!(first, again);
@@ -208,7 +269,10 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
             &[("idempotency-key", "deposit-0001")],
         )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
     // A key that is too long is refused.
     let long = "k".repeat(201);
     let (status, body) = api
@@ -218,7 +282,10 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
             &[("idempotency-key", &long)],
         )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_header"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_header")
+    );
 }
 
 /// A store whose appends conflict while `contested` is set, as if another writer always won.
@@ -230,17 +297,26 @@ struct ContestedStore {
 
 impl StreamStore for ContestedStore {
     async fn append(
-        &self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>,
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, Error> {
         if self.contested.load(Ordering::SeqCst) {
             let actual = self.inner.stream_version(stream).await?;
             // Reading the stream finds nothing new, but the append still loses every time.
-            return Err(Error::Conflict { stream: stream.clone(), expected, actual });
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual,
+            });
         }
         self.inner.append(stream, expected, events).await
     }
     async fn read_stream(
-        &self, s: &StreamId, q: &StreamQuery,
+        &self,
+        s: &StreamId,
+        q: &StreamQuery,
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.inner.read_stream(s, q).await
     }
@@ -294,13 +370,18 @@ impl CheckpointStore for ContestedStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_that_survives_the_retries_is_a_409() {
     let contested = Arc::new(AtomicBool::new(false));
-    let store = ContestedStore { inner: MemoryStore::new(), contested: contested.clone() };
+    let store = ContestedStore {
+        inner: MemoryStore::new(),
+        contested: contested.clone(),
+    };
     let (api, _) = start(store).await;
     api.open("ada", "EUR", 0).await;
     contested.store(true, Ordering::SeqCst);
     let key = [("idempotency-key", "contested-1")];
     let body = json!({ "amount": 5, "currency": "EUR" });
-    let (status, response) = api.post_with("/accounts/ada/deposits", body.clone(), &key).await;
+    let (status, response) = api
+        .post_with("/accounts/ada/deposits", body.clone(), &key)
+        .await;
     assert_eq!(
         (status, code(&response)),
         (StatusCode::CONFLICT, "concurrency_conflict"),

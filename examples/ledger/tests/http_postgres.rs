@@ -33,7 +33,10 @@ async fn idempotent_concurrent_transfers_on_postgres() {
     )
     .await;
     assert_eq!(responses[0].0, StatusCode::CREATED, "{:?}", responses[0]);
-    assert!(responses.iter().all(|r| r == &responses[0]), "{responses:?}");
+    assert!(
+        responses.iter().all(|r| r == &responses[0]),
+        "{responses:?}"
+    );
     // Plain concurrent transfers on the same accounts, without keys: each posts once.
     let plain = futures::future::join_all((0..6).map(|_| {
         api.post(
@@ -42,8 +45,15 @@ async fn idempotent_concurrent_transfers_on_postgres() {
         )
     }))
     .await;
-    assert!(plain.iter().all(|(s, b)| *s == StatusCode::CREATED && b["status"] == "completed"));
-    assert_eq!((api.balance("ada").await, api.balance("bob").await), (100, 900));
+    assert!(
+        plain
+            .iter()
+            .all(|(s, b)| *s == StatusCode::CREATED && b["status"] == "completed")
+    );
+    assert_eq!(
+        (api.balance("ada").await, api.balance("bob").await),
+        (100, 900)
+    );
     ledger.check().await.unwrap();
     drop_schema(&ledger).await;
 }
@@ -72,7 +82,10 @@ async fn two_servers_share_the_read_model_tables() {
             "{body}"
         );
     }
-    assert_eq!((one.balance("ada").await, one.balance("bob").await), (300, 200));
+    assert_eq!(
+        (one.balance("ada").await, one.balance("bob").await),
+        (300, 200)
+    );
     let (_, lines) = one.get("/accounts/bob/statement").await;
     assert_eq!(lines.as_array().map(Vec::len), Some(4), "{lines}");
     first.wait_idle().await.unwrap();

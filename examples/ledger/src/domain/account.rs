@@ -38,7 +38,10 @@ pub struct MoneyDepositedV1 {
 
 impl From<MoneyDepositedV1> for MoneyDeposited {
     fn from(old: MoneyDepositedV1) -> Self {
-        Self { amount: old.amount, reference: String::new() }
+        Self {
+            amount: old.amount,
+            reference: String::new(),
+        }
     }
 }
 
@@ -232,7 +235,10 @@ impl Account {
 
     /// Outgoing transfers debited but neither settled nor refunded.
     pub fn in_flight(&self) -> usize {
-        self.outgoing.values().filter(|o| matches!(o, Leg::InFlight(_))).count()
+        self.outgoing
+            .values()
+            .filter(|o| matches!(o, Leg::InFlight(_)))
+            .count()
     }
 
     /// Whether the outgoing transfer `transfer_id` was debited and is neither settled nor
@@ -243,7 +249,10 @@ impl Account {
 
     /// Opens the account.
     pub fn open(
-        &self, owner: &str, currency: Currency, overdraft_limit: i64,
+        &self,
+        owner: &str,
+        currency: Currency,
+        overdraft_limit: i64,
     ) -> Result<AccountOpened, LedgerError> {
         if self.status != AccountStatus::NotOpened {
             return Err(LedgerError::AccountAlreadyExists);
@@ -256,7 +265,11 @@ impl Account {
         if overdraft_limit < 0 {
             return Err(LedgerError::NegativeOverdraftLimit(overdraft_limit));
         }
-        Ok(AccountOpened { owner: owner.to_owned(), currency, overdraft_limit })
+        Ok(AccountOpened {
+            owner: owner.to_owned(),
+            currency,
+            overdraft_limit,
+        })
     }
 
     /// Pays money in.
@@ -264,7 +277,10 @@ impl Account {
         check_text("reference", reference, 200)?;
         self.check_movement(amount)?;
         self.check_headroom(amount)?;
-        Ok(MoneyDeposited { amount: amount.minor, reference: reference.to_owned() })
+        Ok(MoneyDeposited {
+            amount: amount.minor,
+            reference: reference.to_owned(),
+        })
     }
 
     /// Pays money out, down to minus the overdraft limit.
@@ -272,14 +288,19 @@ impl Account {
         check_text("reference", reference, 200)?;
         self.check_movement(amount)?;
         self.check_funds(amount)?;
-        Ok(MoneyWithdrawn { amount: amount.minor, reference: reference.to_owned() })
+        Ok(MoneyWithdrawn {
+            amount: amount.minor,
+            reference: reference.to_owned(),
+        })
     }
 
     /// Freezes the account.
     pub fn freeze(&self, reason: &str) -> Result<AccountFrozen, LedgerError> {
         check_text("reason", reason, 200)?;
         match self.status {
-            AccountStatus::Open => Ok(AccountFrozen { reason: reason.to_owned() }),
+            AccountStatus::Open => Ok(AccountFrozen {
+                reason: reason.to_owned(),
+            }),
             _ => Err(self.not_open()),
         }
     }
@@ -288,7 +309,9 @@ impl Account {
     pub fn unfreeze(&self, reason: &str) -> Result<AccountUnfrozen, LedgerError> {
         check_text("reason", reason, 200)?;
         match self.status {
-            AccountStatus::Frozen => Ok(AccountUnfrozen { reason: reason.to_owned() }),
+            AccountStatus::Frozen => Ok(AccountUnfrozen {
+                reason: reason.to_owned(),
+            }),
             AccountStatus::Open => Err(LedgerError::AccountNotFrozen),
             _ => Err(self.not_open()),
         }
@@ -302,14 +325,19 @@ impl Account {
             return Err(LedgerError::NonZeroBalance(self.money(self.balance)));
         }
         match self.in_flight() {
-            0 => Ok(AccountClosed { reason: reason.to_owned() }),
+            0 => Ok(AccountClosed {
+                reason: reason.to_owned(),
+            }),
             n => Err(LedgerError::TransfersInFlight(n)),
         }
     }
 
     /// Debits the source of a transfer. Idempotent: a transfer already sent decides nothing.
     pub fn send_transfer(
-        &self, transfer_id: Uuid, to_account: &str, amount: &Money,
+        &self,
+        transfer_id: Uuid,
+        to_account: &str,
+        amount: &Money,
     ) -> Result<Option<TransferSent>, LedgerError> {
         if self.outgoing.contains_key(&transfer_id) {
             return Ok(None);
@@ -317,13 +345,20 @@ impl Account {
         self.check_movement(amount)?;
         self.check_funds(amount)?;
         let to_account = to_account.to_owned();
-        Ok(Some(TransferSent { transfer_id, to_account, amount: amount.minor }))
+        Ok(Some(TransferSent {
+            transfer_id,
+            to_account,
+            amount: amount.minor,
+        }))
     }
 
     /// Credits the destination of a transfer. Idempotent: a transfer already received
     /// decides nothing.
     pub fn receive_transfer(
-        &self, transfer_id: Uuid, from_account: &str, amount: &Money,
+        &self,
+        transfer_id: Uuid,
+        from_account: &str,
+        amount: &Money,
     ) -> Result<Option<TransferReceived>, LedgerError> {
         if self.incoming.contains_key(&transfer_id) {
             return Ok(None);
@@ -331,12 +366,17 @@ impl Account {
         self.check_movement(amount)?;
         self.check_headroom(amount)?;
         let from_account = from_account.to_owned();
-        Ok(Some(TransferReceived { transfer_id, from_account, amount: amount.minor }))
+        Ok(Some(TransferReceived {
+            transfer_id,
+            from_account,
+            amount: amount.minor,
+        }))
     }
 
     /// Marks an outgoing transfer as arrived. Idempotent.
     pub fn settle_transfer(
-        &self, transfer_id: Uuid,
+        &self,
+        transfer_id: Uuid,
     ) -> Result<Option<TransferSettled>, LedgerError> {
         match self.outgoing.get(&transfer_id) {
             Some(Leg::InFlight(_)) => Ok(Some(TransferSettled { transfer_id })),
@@ -349,12 +389,18 @@ impl Account {
     /// whatever the account's status (a compensation records money that is ours; it cannot
     /// overflow, since credits leave room for the money in flight), and idempotent.
     pub fn refund_transfer(
-        &self, transfer_id: Uuid, reason: &str,
+        &self,
+        transfer_id: Uuid,
+        reason: &str,
     ) -> Result<Option<TransferRefunded>, LedgerError> {
         match self.outgoing.get(&transfer_id) {
             Some(Leg::InFlight(amount)) => {
                 let (amount, reason) = (*amount, reason.to_owned());
-                Ok(Some(TransferRefunded { transfer_id, amount, reason }))
+                Ok(Some(TransferRefunded {
+                    transfer_id,
+                    amount,
+                    reason,
+                }))
             }
             Some(Leg::Refunded) => Ok(None),
             _ => Err(LedgerError::UnknownOutgoingTransfer(transfer_id)),
@@ -364,13 +410,21 @@ impl Account {
     /// Takes back a credit that must not stand. Accepted whatever the account's status and
     /// overdraft (the money was never ours), refused only below `i64::MIN`; idempotent.
     pub fn reverse_transfer(
-        &self, transfer_id: Uuid, reason: &str,
+        &self,
+        transfer_id: Uuid,
+        reason: &str,
     ) -> Result<Option<TransferReversed>, LedgerError> {
         match self.incoming.get(&transfer_id) {
             Some(Leg::Received(amount)) => {
-                self.balance.checked_sub(*amount).ok_or(LedgerError::Overflow)?;
+                self.balance
+                    .checked_sub(*amount)
+                    .ok_or(LedgerError::Overflow)?;
                 let (amount, reason) = (*amount, reason.to_owned());
-                Ok(Some(TransferReversed { transfer_id, amount, reason }))
+                Ok(Some(TransferReversed {
+                    transfer_id,
+                    amount,
+                    reason,
+                }))
             }
             Some(Leg::Reversed) => Ok(None),
             _ => Err(LedgerError::UnknownIncomingTransfer(transfer_id)),
@@ -413,10 +467,20 @@ impl Account {
         let in_flight: i128 = self
             .outgoing
             .values()
-            .map(|leg| if let Leg::InFlight(a) = leg { i128::from(*a) } else { 0 })
+            .map(|leg| {
+                if let Leg::InFlight(a) = leg {
+                    i128::from(*a)
+                } else {
+                    0
+                }
+            })
             .sum();
         let after = i128::from(self.balance) + in_flight + i128::from(amount.minor);
-        if after > i128::from(i64::MAX) { Err(LedgerError::Overflow) } else { Ok(()) }
+        if after > i128::from(i64::MAX) {
+            Err(LedgerError::Overflow)
+        } else {
+            Ok(())
+        }
     }
 
     fn check_funds(&self, requested: &Money) -> Result<(), LedgerError> {
@@ -424,14 +488,20 @@ impl Account {
         if i128::from(requested.minor) > available {
             let available = i64::try_from(available).unwrap_or(i64::MAX);
             let (available, requested) = (self.money(available), requested.clone());
-            return Err(LedgerError::InsufficientFunds { available, requested });
+            return Err(LedgerError::InsufficientFunds {
+                available,
+                requested,
+            });
         }
         Ok(())
     }
 
     /// `minor` units of this account's currency (only called once it is open).
     fn money(&self, minor: i64) -> Money {
-        Money::new(minor, self.currency.clone().unwrap_or_else(Currency::unknown))
+        Money::new(
+            minor,
+            self.currency.clone().unwrap_or_else(Currency::unknown),
+        )
     }
 }
 

@@ -116,7 +116,10 @@ impl Money {
             return Err(invalid());
         }
         let minor = format!("{whole}{fraction:0<places$}");
-        Ok(Self { minor: minor.parse().map_err(|_| invalid())?, currency })
+        Ok(Self {
+            minor: minor.parse().map_err(|_| invalid())?,
+            currency,
+        })
     }
 
     /// Formats `minor` units of `currency` as a decimal string with the currency's places.
@@ -136,6 +139,11 @@ impl Money {
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", Money::format_minor(self.minor, &self.currency), self.currency)
+        write!(
+            f,
+            "{} {}",
+            Money::format_minor(self.minor, &self.currency),
+            self.currency
+        )
     }
 }

@@ -142,7 +142,9 @@ impl Transfer {
 
     /// The amount, once requested.
     pub fn amount(&self) -> Option<Money> {
-        self.currency.clone().map(|currency| Money::new(self.amount, currency))
+        self.currency
+            .clone()
+            .map(|currency| Money::new(self.amount, currency))
     }
 
     /// Why it was rejected or its credit failed.
@@ -152,7 +154,11 @@ impl Transfer {
 
     /// Requests the transfer.
     pub fn request(
-        &self, from_account: &str, to_account: &str, amount: &Money, reference: &str,
+        &self,
+        from_account: &str,
+        to_account: &str,
+        amount: &Money,
+        reference: &str,
     ) -> Result<TransferRequested, LedgerError> {
         if self.status != TransferStatus::None {
             return Err(LedgerError::TransferAlreadyExists);
@@ -177,25 +183,44 @@ impl Transfer {
 
     /// Records that the source refused the debit.
     pub fn reject(&self, reason: &str) -> Result<Option<TransferRejected>, LedgerError> {
-        let event = || TransferRejected { reason: reason.to_owned() };
-        self.step(&[TransferStatus::Requested], TransferStatus::Rejected, "reject", event)
+        let event = || TransferRejected {
+            reason: reason.to_owned(),
+        };
+        self.step(
+            &[TransferStatus::Requested],
+            TransferStatus::Rejected,
+            "reject",
+            event,
+        )
     }
 
     /// Records that the source was debited.
     pub fn mark_debited(&self) -> Result<Option<TransferDebited>, LedgerError> {
         let event = || TransferDebited {};
-        self.step(&[TransferStatus::Requested], TransferStatus::Debited, "mark debited", event)
+        self.step(
+            &[TransferStatus::Requested],
+            TransferStatus::Debited,
+            "mark debited",
+            event,
+        )
     }
 
     /// Records that the destination was credited.
     pub fn complete(&self) -> Result<Option<TransferCompleted>, LedgerError> {
         let event = || TransferCompleted {};
-        self.step(&[TransferStatus::Debited], TransferStatus::Completed, "complete", event)
+        self.step(
+            &[TransferStatus::Debited],
+            TransferStatus::Completed,
+            "complete",
+            event,
+        )
     }
 
     /// Records that the destination refused the credit.
     pub fn credit_failed(&self, reason: &str) -> Result<Option<TransferCreditFailed>, LedgerError> {
-        let event = || TransferCreditFailed { reason: reason.to_owned() };
+        let event = || TransferCreditFailed {
+            reason: reason.to_owned(),
+        };
         let (from, to) = ([TransferStatus::Debited], TransferStatus::CreditFailed);
         self.step(&from, to, "record a failed credit", event)
     }
@@ -204,13 +229,18 @@ impl Transfer {
     /// after completion when the source turned out never debited (the credit reversed).
     pub fn compensate(&self) -> Result<Option<TransferCompensated>, LedgerError> {
         let from = [TransferStatus::CreditFailed, TransferStatus::Completed];
-        self.step(&from, TransferStatus::Compensated, "compensate", || TransferCompensated {})
+        self.step(&from, TransferStatus::Compensated, "compensate", || {
+            TransferCompensated {}
+        })
     }
 
     /// The event when the transfer is at one of `from`, nothing when it already reached `to`
     /// (an idempotent repeat), an error otherwise.
     fn step<E>(
-        &self, from: &[TransferStatus], to: TransferStatus, step: &'static str,
+        &self,
+        from: &[TransferStatus],
+        to: TransferStatus,
+        step: &'static str,
         event: impl FnOnce() -> E,
     ) -> Result<Option<E>, LedgerError> {
         match self.status {

@@ -91,7 +91,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let headers = &parts.headers;
-        let user = header(headers, "x-user-id")?.map(str::trim).filter(|u| !u.is_empty());
+        let user = header(headers, "x-user-id")?
+            .map(str::trim)
+            .filter(|u| !u.is_empty());
         let user = user.ok_or_else(|| {
             ApiError::bad_request("missing_user", "commands need an X-User-Id header")
         })?;
@@ -127,5 +129,8 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> ApiResult<Option<&'h str>> 
 
 fn uuid_header(headers: &HeaderMap, name: &str) -> ApiResult<Option<Uuid>> {
     let invalid = |_| ApiError::bad_request("invalid_header", format!("{name} must be a UUID"));
-    header(headers, name)?.map(str::parse).transpose().map_err(invalid)
+    header(headers, name)?
+        .map(str::parse)
+        .transpose()
+        .map_err(invalid)
 }

@@ -29,7 +29,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// A 400.
@@ -62,9 +66,11 @@ impl From<AppError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "concurrency_conflict", message)
             }
             AppError::Store(Error::Invalid(_)) => Self::bad_request("invalid_request", message),
-            AppError::KeyReused => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message)
-            }
+            AppError::KeyReused => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                message,
+            ),
             AppError::Store(_) | AppError::Inconsistent(_) => {
                 tracing::error!(%message, "request failed");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

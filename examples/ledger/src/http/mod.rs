@@ -85,12 +85,16 @@ pub fn router<S: Store>(ledger: Ledger<S>) -> Router {
 /// Binds `addr` and serves the API until `shutdown` completes; reports the bound address
 /// through `on_bound` before serving (useful with port 0).
 pub async fn serve<S: Store>(
-    ledger: Ledger<S>, addr: SocketAddr, on_bound: impl FnOnce(SocketAddr),
+    ledger: Ledger<S>,
+    addr: SocketAddr,
+    on_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     on_bound(listener.local_addr()?);
-    axum::serve(listener, router(ledger)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(ledger))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Binds `addr` (port 0 for any) and serves the API in a background task; returns the

@@ -17,7 +17,10 @@ type S<T> = State<Shared<T>>;
 
 /// Runs an account command and answers its receipt with the account's row after it.
 async fn account_command<T: Store>(
-    state: &Shared<T>, cmd: Cmd, id: &str, command: AccountCommand,
+    state: &Shared<T>,
+    cmd: Cmd,
+    id: &str,
+    command: AccountCommand,
 ) -> ApiResult<Json<serde_json::Value>> {
     let receipt = state.ledger.on_account(cmd, id, command).await?;
     let row = state.ledger.account_after(id, receipt.position).await?;
@@ -25,17 +28,25 @@ async fn account_command<T: Store>(
 }
 
 pub(super) async fn open_account<T: Store>(
-    State(state): S<T>, CommandHeaders(cmd): CommandHeaders, ApiJson(body): ApiJson<OpenAccount>,
+    State(state): S<T>,
+    CommandHeaders(cmd): CommandHeaders,
+    ApiJson(body): ApiJson<OpenAccount>,
 ) -> ApiResult<Response> {
     let (owner, currency, overdraft_limit) =
         (body.owner, body.currency.parse()?, body.overdraft_limit);
-    let open = AccountCommand::Open { owner, currency, overdraft_limit };
+    let open = AccountCommand::Open {
+        owner,
+        currency,
+        overdraft_limit,
+    };
     let created = account_command(&state, cmd, &body.id, open).await?;
     Ok((StatusCode::CREATED, created).into_response())
 }
 
 pub(super) async fn deposit<T: Store>(
-    State(state): S<T>, Path(id): Path<String>, CommandHeaders(cmd): CommandHeaders,
+    State(state): S<T>,
+    Path(id): Path<String>,
+    CommandHeaders(cmd): CommandHeaders,
     ApiJson(b): ApiJson<Amount>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let command = AccountCommand::Deposit(dto::money(b.amount, &b.currency)?, b.reference);
@@ -43,7 +54,9 @@ pub(super) async fn deposit<T: Store>(
 }
 
 pub(super) async fn withdraw<T: Store>(
-    State(state): S<T>, Path(id): Path<String>, CommandHeaders(cmd): CommandHeaders,
+    State(state): S<T>,
+    Path(id): Path<String>,
+    CommandHeaders(cmd): CommandHeaders,
     ApiJson(b): ApiJson<Amount>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let command = AccountCommand::Withdraw(dto::money(b.amount, &b.currency)?, b.reference);
@@ -51,31 +64,42 @@ pub(super) async fn withdraw<T: Store>(
 }
 
 pub(super) async fn freeze<T: Store>(
-    State(state): S<T>, Path(id): Path<String>, CommandHeaders(cmd): CommandHeaders,
+    State(state): S<T>,
+    Path(id): Path<String>,
+    CommandHeaders(cmd): CommandHeaders,
     ApiJson(b): ApiJson<Reason>,
 ) -> ApiResult<Json<serde_json::Value>> {
     account_command(&state, cmd, &id, AccountCommand::Freeze(b.reason)).await
 }
 
 pub(super) async fn unfreeze<T: Store>(
-    State(state): S<T>, Path(id): Path<String>, CommandHeaders(cmd): CommandHeaders,
+    State(state): S<T>,
+    Path(id): Path<String>,
+    CommandHeaders(cmd): CommandHeaders,
     ApiJson(b): ApiJson<Reason>,
 ) -> ApiResult<Json<serde_json::Value>> {
     account_command(&state, cmd, &id, AccountCommand::Unfreeze(b.reason)).await
 }
 
 pub(super) async fn close<T: Store>(
-    State(state): S<T>, Path(id): Path<String>, CommandHeaders(cmd): CommandHeaders,
+    State(state): S<T>,
+    Path(id): Path<String>,
+    CommandHeaders(cmd): CommandHeaders,
     ApiJson(b): ApiJson<Reason>,
 ) -> ApiResult<Json<serde_json::Value>> {
     account_command(&state, cmd, &id, AccountCommand::Close(b.reason)).await
 }
 
 pub(super) async fn transfer<T: Store>(
-    State(state): S<T>, CommandHeaders(cmd): CommandHeaders, ApiJson(b): ApiJson<TransferBody>,
+    State(state): S<T>,
+    CommandHeaders(cmd): CommandHeaders,
+    ApiJson(b): ApiJson<TransferBody>,
 ) -> ApiResult<Response> {
     let amount = dto::money(b.amount, &b.currency)?;
-    let outcome = state.ledger.transfer(cmd, &b.from, &b.to, &amount, &b.reference).await?;
+    let outcome = state
+        .ledger
+        .transfer(cmd, &b.from, &b.to, &amount, &b.reference)
+        .await?;
     Ok((StatusCode::CREATED, Json(outcome)).into_response())
 }
 
@@ -84,25 +108,30 @@ pub(super) async fn balances<T: Store>(State(state): S<T>) -> ApiResult<Response
 }
 
 pub(super) async fn account<T: Store>(
-    State(state): S<T>, Path(id): Path<String>,
+    State(state): S<T>,
+    Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(Json(state.ledger.account(&id).await?).into_response())
 }
 
 pub(super) async fn statement<T: Store>(
-    State(state): S<T>, Path(id): Path<String>,
+    State(state): S<T>,
+    Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(Json(state.ledger.statement(&id).await?).into_response())
 }
 
 pub(super) async fn history<T: Store>(
-    State(state): S<T>, Path(id): Path<String>,
+    State(state): S<T>,
+    Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(Json(state.ledger.audit(&id).await?).into_response())
 }
 
 pub(super) async fn balance_as_of<T: Store>(
-    State(state): S<T>, Path(id): Path<String>, ApiQuery(query): ApiQuery<BalanceQuery>,
+    State(state): S<T>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<BalanceQuery>,
 ) -> ApiResult<Response> {
     let as_of = match (query.version, query.at) {
         (Some(_), Some(_)) => {
@@ -120,11 +149,13 @@ pub(super) async fn transfers<T: Store>(State(state): S<T>) -> ApiResult<Respons
 }
 
 fn uuid(text: &str, code: &'static str, what: &str) -> ApiResult<Uuid> {
-    text.parse().map_err(|_| ApiError::bad_request(code, format!("{what} are UUIDs")))
+    text.parse()
+        .map_err(|_| ApiError::bad_request(code, format!("{what} are UUIDs")))
 }
 
 pub(super) async fn transfer_status<T: Store>(
-    State(state): S<T>, Path(id): Path<String>,
+    State(state): S<T>,
+    Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = uuid(&id, "invalid_transfer_id", "transfer ids")?;
     Ok(Json(state.ledger.transfer_outcome(id).await?).into_response())
@@ -135,7 +166,8 @@ pub(super) async fn totals<T: Store>(State(state): S<T>) -> ApiResult<Response> 
 }
 
 pub(super) async fn trace<T: Store>(
-    State(state): S<T>, Path(id): Path<String>,
+    State(state): S<T>,
+    Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = uuid(&id, "invalid_correlation_id", "correlation ids")?;
     Ok(Json(state.ledger.trace(id).await?).into_response())

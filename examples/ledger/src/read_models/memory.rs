@@ -30,7 +30,10 @@ pub struct ViewHandler {
 impl ViewHandler {
     /// The read models it keeps, as of now.
     pub fn models(&self) -> ReadModels {
-        self.models.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -39,7 +42,11 @@ impl EventHandler for ViewHandler {
 
     async fn handle(&mut self, _: &mut (), event: &Envelope<LedgerEvent>) -> Result<(), BoxError> {
         let effect = effect(event)?;
-        Ok(self.models.write().unwrap_or_else(PoisonError::into_inner).apply(effect)?)
+        Ok(self
+            .models
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(effect)?)
     }
 
     async fn reset(&mut self, _: &mut ()) -> Result<(), BoxError> {
@@ -50,9 +57,15 @@ impl EventHandler for ViewHandler {
 
 /// A consumer of the read models over `log`, with in-process checkpoints.
 pub fn consumer<L: GlobalLog>(
-    log: L, handler: ViewHandler,
+    log: L,
+    handler: ViewHandler,
 ) -> Consumer<ViewHandler, L, AtLeastOnce<LocalCheckpoints>> {
-    Consumer::new(VIEWS, log, AtLeastOnce::new(LocalCheckpoints::new()), handler)
+    Consumer::new(
+        VIEWS,
+        log,
+        AtLeastOnce::new(LocalCheckpoints::new()),
+        handler,
+    )
 }
 
 struct Live {
@@ -70,7 +83,10 @@ impl<L: GlobalLog + Clone + 'static> MemoryViews<L> {
     /// Replays the whole log into fresh read models, then follows it on a spawned task.
     pub async fn open(log: L) -> Result<Self, Error> {
         let (live, _) = Self::start(log.clone(), &mut |_| {}).await?;
-        Ok(Self { log, live: RwLock::new(Arc::new(live)) })
+        Ok(Self {
+            log,
+            live: RwLock::new(Arc::new(live)),
+        })
     }
 
     async fn start(log: L, on_progress: OnProgress<'_>) -> Result<(Live, Progress), Error> {
@@ -78,11 +94,20 @@ impl<L: GlobalLog + Clone + 'static> MemoryViews<L> {
         let models = handler.models.clone();
         let mut consumer = consumer(log, handler);
         let progress = consumer.rebuild(on_progress).await?;
-        Ok((Live { models, running: Running::new(consumer.spawn()) }, progress))
+        Ok((
+            Live {
+                models,
+                running: Running::new(consumer.spawn()),
+            },
+            progress,
+        ))
     }
 
     fn live(&self) -> Arc<Live> {
-        self.live.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -94,12 +119,18 @@ impl<L: GlobalLog + Clone + 'static> ReadSide for MemoryViews<L> {
     }
 
     fn read<'a>(&'a self, scope: Scope<'a>) -> BoxFuture<'a, Result<ReadModels, Error>> {
-        let part = self.live().models.read().unwrap_or_else(PoisonError::into_inner).select(scope);
+        let part = self
+            .live()
+            .models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .select(scope);
         async move { Ok(part) }.boxed()
     }
 
     fn rebuild<'a>(
-        &'a self, on_progress: OnProgress<'a>,
+        &'a self,
+        on_progress: OnProgress<'a>,
     ) -> BoxFuture<'a, Result<Progress, Error>> {
         async move {
             let (live, progress) = Self::start(self.log.clone(), on_progress).await?;

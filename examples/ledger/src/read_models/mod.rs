@@ -69,8 +69,16 @@ impl ReadModels {
                 self.statements.entry(row.id.clone()).or_default();
                 self.accounts.insert(row.id.clone(), row);
             }
-            Effect::Account { id, version, status, movement } => {
-                let row = self.accounts.get_mut(&id).ok_or(format!("account {id} never opened"))?;
+            Effect::Account {
+                id,
+                version,
+                status,
+                movement,
+            } => {
+                let row = self
+                    .accounts
+                    .get_mut(&id)
+                    .ok_or(format!("account {id} never opened"))?;
                 if version <= row.version {
                     return Ok(()); // seen before
                 }
@@ -93,7 +101,10 @@ impl ReadModels {
                 self.transfers.insert(row.id, row);
             }
             Effect::Transfer { id, status, reason } => {
-                let row = self.transfers.get_mut(&id).ok_or(format!("transfer {id} unknown"))?;
+                let row = self
+                    .transfers
+                    .get_mut(&id)
+                    .ok_or(format!("transfer {id} unknown"))?;
                 row.status = status;
                 row.reason = reason.or(row.reason.take());
             }
@@ -109,7 +120,11 @@ impl ReadModels {
         let mut sums: BTreeMap<&Currency, i128> = BTreeMap::new();
         for row in self.accounts.values() {
             *sums.entry(&row.currency).or_default() += i128::from(row.balance);
-            let lines = self.statements.get(&row.id).map(Vec::as_slice).unwrap_or_default();
+            let lines = self
+                .statements
+                .get(&row.id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let last = lines.last().map_or(0, |l| l.balance);
             let total: i128 = lines.iter().map(|l| i128::from(l.amount)).sum();
             if last != row.balance || total != i128::from(row.balance) {
@@ -122,7 +137,10 @@ impl ReadModels {
         for (currency, t) in &self.totals {
             let sum = sums.get(currency).copied().unwrap_or(0);
             if sum != t.balances {
-                problems.push(format!("{currency}: balances {} but rows sum to {sum}", t.balances));
+                problems.push(format!(
+                    "{currency}: balances {} but rows sum to {sum}",
+                    t.balances
+                ));
             }
             if !t.balanced() {
                 problems.push(format!(
@@ -131,7 +149,11 @@ impl ReadModels {
                 ));
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -206,7 +228,10 @@ pub struct Running {
 impl Running {
     /// Watches `handle`'s consumer.
     pub fn new(handle: ConsumerHandle) -> Self {
-        Self { status: handle.watch(), handle: Mutex::new(Some(handle)) }
+        Self {
+            status: handle.watch(),
+            handle: Mutex::new(Some(handle)),
+        }
     }
 
     /// The consumer's status.
@@ -230,19 +255,28 @@ impl Running {
             Ok(Ok(s)) if s.state == ConsumerState::WaitingForLease => Ok(false),
             Ok(Ok(s)) => {
                 let error = s.last_error.as_deref().unwrap_or_default();
-                Err(Error::Invalid(format!("{} ended at {}: {error}", s.name, s.checkpoint)))
+                Err(Error::Invalid(format!(
+                    "{} ended at {}: {error}",
+                    s.name, s.checkpoint
+                )))
             }
             Ok(Err(_)) => Err(Error::Invalid("the consumer is gone".into())),
             Err(_) => {
                 let name = self.status().name;
-                Err(Error::Timeout(format!("{name} did not reach position {position} in time")))
+                Err(Error::Timeout(format!(
+                    "{name} did not reach position {position} in time"
+                )))
             }
         }
     }
 
     /// Stops the consumer after its current batch and waits for it.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        let handle = self.handle.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let handle = self
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         match handle {
             Some(handle) => handle.shutdown().await,
             None => Ok(()),

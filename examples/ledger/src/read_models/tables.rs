@@ -114,10 +114,20 @@ impl TableHandler {
         let query = |text: &String| sqlx::query(AssertSqlSafe(text.clone()));
         match effect {
             Effect::Open(row) => {
-                query(&sql.open_account).bind(Json(row)).execute(conn).await?;
+                query(&sql.open_account)
+                    .bind(Json(row))
+                    .execute(conn)
+                    .await?;
             }
-            Effect::Account { id, version, status, movement } => {
-                let change = movement.as_ref().map_or(Ok(0), |m| i64::try_from(m.change))?;
+            Effect::Account {
+                id,
+                version,
+                status,
+                movement,
+            } => {
+                let change = movement
+                    .as_ref()
+                    .map_or(Ok(0), |m| i64::try_from(m.change))?;
                 let updated: Option<(String, i64)> =
                     sqlx::query_as(AssertSqlSafe(sql.account_change.clone()))
                         .bind(&id)
@@ -128,19 +138,33 @@ impl TableHandler {
                         .await?;
                 let (currency, balance) = updated.ok_or(format!("account {id} never opened"))?;
                 let Some(m) = movement else { return Ok(()) };
-                let line =
-                    m.line(version, &currency.parse()?, balance).ok_or("amount too large")?;
+                let line = m
+                    .line(version, &currency.parse()?, balance)
+                    .ok_or("amount too large")?;
                 let (net_inflow, in_flight) =
                     (i64::try_from(m.net_inflow)?, i64::try_from(m.in_flight)?);
-                let movement =
-                    query(&sql.movement).bind(&currency).bind(net_inflow).bind(line.amount);
-                movement.bind(in_flight).bind(&id).bind(Json(line)).execute(conn).await?;
+                let movement = query(&sql.movement)
+                    .bind(&currency)
+                    .bind(net_inflow)
+                    .bind(line.amount);
+                movement
+                    .bind(in_flight)
+                    .bind(&id)
+                    .bind(Json(line))
+                    .execute(conn)
+                    .await?;
             }
             Effect::Request(row) => {
-                query(&sql.request_transfer).bind(Json(row)).execute(conn).await?;
+                query(&sql.request_transfer)
+                    .bind(Json(row))
+                    .execute(conn)
+                    .await?;
             }
             Effect::Transfer { id, status, reason } => {
-                let step = query(&sql.transfer_step).bind(id).bind(status.as_str()).bind(reason);
+                let step = query(&sql.transfer_step)
+                    .bind(id)
+                    .bind(status.as_str())
+                    .bind(reason);
                 if step.execute(conn).await?.rows_affected() == 0 {
                     return Err(format!("transfer {id} unknown").into());
                 }
@@ -154,13 +178,17 @@ impl EventHandler<PgTx> for TableHandler {
     type Event = LedgerEvent;
 
     async fn handle(
-        &mut self, tx: &mut PgTx, event: &Envelope<LedgerEvent>,
+        &mut self,
+        tx: &mut PgTx,
+        event: &Envelope<LedgerEvent>,
     ) -> Result<(), BoxError> {
         self.apply(tx.conn(), effect(event)?).await
     }
 
     async fn reset(&mut self, tx: &mut PgTx) -> Result<(), BoxError> {
-        sqlx::query(AssertSqlSafe(self.sql.reset.clone())).execute(tx.conn()).await?;
+        sqlx::query(AssertSqlSafe(self.sql.reset.clone()))
+            .execute(tx.conn())
+            .await?;
         Ok(())
     }
 }
@@ -180,17 +208,35 @@ impl TableViews {
         migrator.dangerous_set_table_name("_ledger_migrations");
         let mut conn = store.pool().acquire().await.map_err(backend)?.detach();
         let path = format!("SET search_path TO \"{}\"", store.schema());
-        sqlx::query(AssertSqlSafe(path)).execute(&mut conn).await.map_err(backend)?;
-        migrator.run_direct(None, &mut conn, false).await.map_err(Error::backend)?;
-        let handler = TableHandler { sql: std::sync::Arc::new(Sql::new(store.schema())) };
+        sqlx::query(AssertSqlSafe(path))
+            .execute(&mut conn)
+            .await
+            .map_err(backend)?;
+        migrator
+            .run_direct(None, &mut conn, false)
+            .await
+            .map_err(Error::backend)?;
+        let handler = TableHandler {
+            sql: std::sync::Arc::new(Sql::new(store.schema())),
+        };
         let running = Running::new(Self::consumer(&store, handler.clone()).spawn());
-        Ok(Self { store, handler, running })
+        Ok(Self {
+            store,
+            handler,
+            running,
+        })
     }
 
     fn consumer(
-        store: &PostgresStore, handler: TableHandler,
+        store: &PostgresStore,
+        handler: TableHandler,
     ) -> Consumer<TableHandler, PostgresStore, ExactlyOnce> {
-        Consumer::new(TABLES, store.clone(), ExactlyOnce::new(store.clone()), handler)
+        Consumer::new(
+            TABLES,
+            store.clone(),
+            ExactlyOnce::new(store.clone()),
+            handler,
+        )
     }
 
     async fn load(&self, conn: &mut PgConnection, scope: Scope<'_>) -> Result<ReadModels, Error> {
@@ -234,7 +280,10 @@ impl TableViews {
 impl ReadSide for TableViews {
     fn wait_for(&self, position: u64, timeout: Duration) -> BoxFuture<'_, Result<(), Error>> {
         let deadline = tokio::time::Instant::now() + timeout;
-        self.running.reached(position, deadline).map(|r| r.map(drop)).boxed()
+        self.running
+            .reached(position, deadline)
+            .map(|r| r.map(drop))
+            .boxed()
     }
 
     fn read<'a>(&'a self, scope: Scope<'a>) -> BoxFuture<'a, Result<ReadModels, Error>> {
@@ -255,7 +304,8 @@ impl ReadSide for TableViews {
     }
 
     fn rebuild<'a>(
-        &'a self, on_progress: OnProgress<'a>,
+        &'a self,
+        on_progress: OnProgress<'a>,
     ) -> BoxFuture<'a, Result<Progress, Error>> {
         // Truncates and resets the shared checkpoint in one transaction, under the
         // checkpoint row's lock; the live consumers (here and in other processes) then take

@@ -40,7 +40,10 @@ fn setup_meta() -> Metadata {
 }
 
 async fn open<S: EventStore + Clone + 'static>(
-    ledger: &Ledger<S>, id: &str, currency: &str, overdraft_limit: i64,
+    ledger: &Ledger<S>,
+    id: &str,
+    currency: &str,
+    overdraft_limit: i64,
 ) {
     let open = AccountCommand::Open {
         owner: "Owner".into(),
@@ -52,7 +55,11 @@ async fn open<S: EventStore + Clone + 'static>(
 
 async fn deposit<S: EventStore + Clone + 'static>(ledger: &Ledger<S>, id: &str, amount: Money) {
     ledger
-        .on_account(setup_meta(), id, AccountCommand::Deposit(amount, "seed".into()))
+        .on_account(
+            setup_meta(),
+            id,
+            AccountCommand::Deposit(amount, "seed".into()),
+        )
         .await
         .unwrap();
 }
@@ -70,14 +77,19 @@ pub async fn setup<S: EventStore + Clone + 'static>(ledger: &Ledger<S>) -> Vec<S
     open(ledger, "usd-0", "USD", 0).await;
     deposit(ledger, "usd-0", Money::new(10_000, "USD".parse().unwrap())).await;
     open(ledger, "closed", "EUR", 0).await;
-    ledger.on_account(setup_meta(), "closed", AccountCommand::Close(String::new())).await.unwrap();
+    ledger
+        .on_account(setup_meta(), "closed", AccountCommand::Close(String::new()))
+        .await
+        .unwrap();
     ids.extend(["usd-0", "closed", "ghost"].map(String::from));
     ids
 }
 
 /// Random freezes, deposits, withdrawals and (mostly) transfers; returns how many transfers.
 pub async fn worker<S: EventStore + Clone + 'static>(
-    ledger: Ledger<S>, ids: Vec<String>, seed: u64,
+    ledger: Ledger<S>,
+    ids: Vec<String>,
+    seed: u64,
 ) -> Result<u64, AppError> {
     let mut rng = Rng::seeded(seed);
     let mut transfers = 0;
@@ -88,9 +100,10 @@ pub async fn worker<S: EventStore + Clone + 'static>(
         let amount = |rng: &mut Rng, max: u64| eur(rng.below(max) as i64 + 1);
         let result = match rng.below(10) {
             // Freeze or unfreeze a destination now and then: credits to it fail meanwhile.
-            0 => {
-                ledger.on_account(meta, to, AccountCommand::Freeze("random".into())).await.map(drop)
-            }
+            0 => ledger
+                .on_account(meta, to, AccountCommand::Freeze("random".into()))
+                .await
+                .map(drop),
             1 => ledger
                 .on_account(meta, from, AccountCommand::Unfreeze("random".into()))
                 .await
@@ -106,7 +119,10 @@ pub async fn worker<S: EventStore + Clone + 'static>(
             _ => {
                 transfers += 1;
                 let amount = amount(&mut rng, 12_000);
-                ledger.transfer(meta, from, to, &amount, "random").await.map(drop)
+                ledger
+                    .transfer(meta, from, to, &amount, "random")
+                    .await
+                    .map(drop)
             }
         };
         match result {
@@ -137,8 +153,11 @@ pub async fn random_transfers<S: EventStore + Clone + 'static>(ledgers: &[Ledger
     for t in ledgers[0].transfers().await.unwrap() {
         *outcomes.entry(t.status).or_default() += 1;
     }
-    for status in [TransferStatus::Completed, TransferStatus::Rejected, TransferStatus::Compensated]
-    {
+    for status in [
+        TransferStatus::Completed,
+        TransferStatus::Rejected,
+        TransferStatus::Compensated,
+    ] {
         assert!(
             outcomes.get(&status).copied().unwrap_or(0) > 0,
             "no {status} transfer: {outcomes:?}"
@@ -164,7 +183,10 @@ pub struct StormCounts {
 /// frozen, so some credits fail. Afterwards every stored transfer ends completed or
 /// compensated, and every acknowledged outcome is what was stored.
 pub async fn transfer_storm<S: EventStore + Clone + 'static>(
-    ledger: &Ledger<S>, tasks: u64, per_task: u64, max_drop: Duration,
+    ledger: &Ledger<S>,
+    tasks: u64,
+    per_task: u64,
+    max_drop: Duration,
 ) -> StormCounts {
     const SOURCES: u64 = 8;
     for i in 0..SOURCES {
@@ -173,7 +195,11 @@ pub async fn transfer_storm<S: EventStore + Clone + 'static>(
     }
     open(ledger, "storm-frozen", "EUR", 0).await;
     ledger
-        .on_account(setup_meta(), "storm-frozen", AccountCommand::Freeze("storm".into()))
+        .on_account(
+            setup_meta(),
+            "storm-frozen",
+            AccountCommand::Freeze("storm".into()),
+        )
         .await
         .unwrap();
     let runs = (0..tasks).map(|seed| {
@@ -187,11 +213,17 @@ pub async fn transfer_storm<S: EventStore + Clone + 'static>(
                     SOURCES => "storm-frozen".to_owned(),
                     i => format!("storm-{}", (i + 1 + rng.below(SOURCES - 1)) % SOURCES),
                 };
-                let to = if to == from { "storm-frozen".to_owned() } else { to };
+                let to = if to == from {
+                    "storm-frozen".to_owned()
+                } else {
+                    to
+                };
                 let amount = eur(rng.below(1_000) as i64 + 1);
                 let call =
                     ledger.transfer(Metadata::by_user("storm"), &from, &to, &amount, "storm");
-                let max = u64::try_from(max_drop.as_micros()).unwrap_or(u64::MAX).max(1);
+                let max = u64::try_from(max_drop.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
                 let drop_after = Duration::from_micros(rng.below(max));
                 tokio::select! {
                     outcome = call => acknowledged.push(outcome.expect("transfer call")),
@@ -201,7 +233,10 @@ pub async fn transfer_storm<S: EventStore + Clone + 'static>(
             (acknowledged, dropped)
         })
     });
-    let mut counts = StormCounts { attempted: tasks * per_task, ..StormCounts::default() };
+    let mut counts = StormCounts {
+        attempted: tasks * per_task,
+        ..StormCounts::default()
+    };
     let mut outcomes = Vec::new();
     for run in futures::future::join_all(runs).await {
         let (acknowledged, dropped) = run.unwrap();
@@ -210,8 +245,13 @@ pub async fn transfer_storm<S: EventStore + Clone + 'static>(
         outcomes.extend(acknowledged);
     }
     ledger.wait_idle().await.unwrap();
-    let stored: BTreeMap<_, _> =
-        ledger.transfers().await.unwrap().into_iter().map(|t| (t.id, t.status)).collect();
+    let stored: BTreeMap<_, _> = ledger
+        .transfers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.status))
+        .collect();
     counts.stored = stored.len() as u64;
     assert!(
         stored
@@ -220,7 +260,11 @@ pub async fn transfer_storm<S: EventStore + Clone + 'static>(
         "{stored:?}"
     );
     for outcome in &outcomes {
-        assert_eq!(stored.get(&outcome.transfer_id), Some(&outcome.status), "{outcome:?}");
+        assert_eq!(
+            stored.get(&outcome.transfer_id),
+            Some(&outcome.status),
+            "{outcome:?}"
+        );
     }
     assert!(
         counts.acknowledged <= counts.stored && counts.stored <= counts.attempted,
@@ -243,7 +287,10 @@ pub async fn whole_log<S: EventStore + Clone + 'static>(store: &S) -> Vec<Record
 pub async fn check_everything<S: EventStore + Clone + 'static>(ledger: &Ledger<S>, store: &S) {
     ledger.wait_idle().await.unwrap();
     let transfers = ledger.transfers().await.unwrap();
-    assert!(transfers.iter().all(|t| t.status.is_final()), "{transfers:?}");
+    assert!(
+        transfers.iter().all(|t| t.status.is_final()),
+        "{transfers:?}"
+    );
 
     let totals = ledger.totals().await.unwrap();
     for (currency, t) in &totals {
@@ -254,8 +301,18 @@ pub async fn check_everything<S: EventStore + Clone + 'static>(ledger: &Ledger<S
         let aggregate = ledger.load_account(&row.id).await.unwrap();
         assert_eq!(row.balance, aggregate.balance(), "{}", row.id);
         let statement = ledger.statement(&row.id).await.unwrap();
-        assert_eq!(statement.iter().map(|l| l.amount).sum::<i64>(), row.balance, "{}", row.id);
-        assert_eq!(statement.last().map_or(0, |l| l.balance), row.balance, "{}", row.id);
+        assert_eq!(
+            statement.iter().map(|l| l.amount).sum::<i64>(),
+            row.balance,
+            "{}",
+            row.id
+        );
+        assert_eq!(
+            statement.last().map_or(0, |l| l.balance),
+            row.balance,
+            "{}",
+            row.id
+        );
         assert_eq!(aggregate.in_flight(), 0, "{}", row.id);
     }
     ledger.check().await.unwrap();
@@ -270,9 +327,16 @@ pub async fn check_everything<S: EventStore + Clone + 'static>(ledger: &Ledger<S
     if ledger.read_side().status().name == "ledger-tables" {
         // Shared tables: the live consumers (here and in other processes) take turns with
         // the rebuild on the replay, each batch applied once.
-        assert!(rebuilt.done > 0 && rebuilt.done <= log.len() as u64, "{rebuilt:?}");
+        assert!(
+            rebuilt.done > 0 && rebuilt.done <= log.len() as u64,
+            "{rebuilt:?}"
+        );
     } else {
-        assert_eq!(rebuilt.done, log.len() as u64, "the rebuild replayed every event");
+        assert_eq!(
+            rebuilt.done,
+            log.len() as u64,
+            "the rebuild replayed every event"
+        );
     }
     assert!(reports > 0);
     assert_eq!(ledger.read_models().await.unwrap(), fresh);
@@ -282,7 +346,11 @@ pub async fn check_everything<S: EventStore + Clone + 'static>(ledger: &Ledger<S
     let mut legs: BTreeMap<(uuid::Uuid, &'static str), u32> = BTreeMap::new();
     let mut position = 0;
     for event in log {
-        assert!(ids.insert(event.event_id), "duplicate event id {}", event.event_id);
+        assert!(
+            ids.insert(event.event_id),
+            "duplicate event id {}",
+            event.event_id
+        );
         // Increasing positions; PostgreSQL's may have holes (rolled-back appends).
         assert!(event.position > position, "global log out of order");
         position = event.position;
@@ -303,7 +371,10 @@ pub async fn check_everything<S: EventStore + Clone + 'static>(ledger: &Ledger<S
             }
         }
     }
-    assert!(legs.values().all(|&n| n == 1), "a transfer leg happened twice");
+    assert!(
+        legs.values().all(|&n| n == 1),
+        "a transfer leg happened twice"
+    );
     for t in &transfers {
         let count = |leg| legs.get(&(t.id, leg)).copied().unwrap_or(0);
         let expected = match t.status {

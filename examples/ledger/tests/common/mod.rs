@@ -21,14 +21,18 @@ pub struct Api {
 
 /// Starts the API on 127.0.0.1, port 0, over `store`, with the read models in memory.
 pub async fn start<S: EventStore + Clone + 'static>(store: S) -> (Api, Ledger<S>) {
-    let ledger = Ledger::open(store, Options::default()).await.expect("ledger opens");
+    let ledger = Ledger::open(store, Options::default())
+        .await
+        .expect("ledger opens");
     serve(ledger).await
 }
 
 /// Starts the API on 127.0.0.1, port 0, over an opened ledger.
 pub async fn serve<S: EventStore + Clone + 'static>(ledger: Ledger<S>) -> (Api, Ledger<S>) {
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let bound = ledger::http::spawn(ledger.clone(), addr).await.expect("server binds");
+    let bound = ledger::http::spawn(ledger.clone(), addr)
+        .await
+        .expect("server binds");
     let api = Api {
         base: format!("http://{bound}"),
         client: reqwest::Client::new(),
@@ -39,12 +43,19 @@ pub async fn serve<S: EventStore + Clone + 'static>(ledger: Ledger<S>) -> (Api, 
 
 impl Api {
     pub fn as_user(&self, user: &str) -> Api {
-        Api { user: user.into(), ..self.clone() }
+        Api {
+            user: user.into(),
+            ..self.clone()
+        }
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response =
-            self.client.get(format!("{}{path}", self.base)).send().await.expect("request sent");
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent");
         read(response).await
     }
 
@@ -53,7 +64,10 @@ impl Api {
     }
 
     pub async fn post_with(
-        &self, path: &str, body: Value, headers: &[(&str, &str)],
+        &self,
+        path: &str,
+        body: Value,
+        headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
         let mut request = self
             .client
@@ -67,7 +81,10 @@ impl Api {
     }
 
     pub async fn post_raw(
-        &self, path: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)],
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
         let mut request = self
             .client
@@ -155,27 +172,42 @@ pub async fn full_scenario(api: &Api, tag: &str) {
     // A transfer whose credit fails (destination frozen) and is compensated.
     let (status, body) = api
         .as_user("compliance")
-        .post(&format!("/accounts/{cy}/freeze"), json!({ "reason": "kyc" }))
+        .post(
+            &format!("/accounts/{cy}/freeze"),
+            json!({ "reason": "kyc" }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["account"]["status"], "frozen");
     let (status, body) = api
-        .post("/transfers", json!({ "from": ada, "to": cy, "amount": 10_000, "currency": "EUR" }))
+        .post(
+            "/transfers",
+            json!({ "from": ada, "to": cy, "amount": 10_000, "currency": "EUR" }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "compensated", "{body}");
-    assert!(body["reason"].as_str().unwrap_or("").contains("frozen"), "{body}");
+    assert!(
+        body["reason"].as_str().unwrap_or("").contains("frozen"),
+        "{body}"
+    );
     let compensated_correlation = body["correlation_id"].as_str().unwrap().to_owned();
     let transfer_id = body["transfer_id"].as_str().unwrap().to_owned();
     assert_eq!(api.balance(&ada).await, 90_000, "refunded");
     assert_eq!(api.balance(&cy).await, 0);
 
     let (status, body) = api.get(&format!("/transfers/{transfer_id}")).await;
-    assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("compensated")));
+    assert_eq!(
+        (status, body["status"].clone()),
+        (StatusCode::OK, json!("compensated"))
+    );
 
     // A transfer the source refuses: rejected, nothing moves. Bob may overdraw by 50.00.
     let (status, body) = api
-        .post("/transfers", json!({ "from": bob, "to": ada, "amount": 12_501, "currency": "EUR" }))
+        .post(
+            "/transfers",
+            json!({ "from": bob, "to": ada, "amount": 12_501, "currency": "EUR" }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "rejected", "{body}");
@@ -184,8 +216,12 @@ pub async fn full_scenario(api: &Api, tag: &str) {
     // Statement with running balance.
     let (status, lines) = api.get(&format!("/accounts/{ada}/statement")).await;
     assert_eq!(status, StatusCode::OK);
-    let running: Vec<i64> =
-        lines.as_array().unwrap().iter().map(|l| l["balance"].as_i64().unwrap()).collect();
+    let running: Vec<i64> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["balance"].as_i64().unwrap())
+        .collect();
     assert_eq!(running, vec![100_000, 97_500, 90_000, 80_000, 90_000]);
 
     // Audit: who, what, when, correlation.
@@ -196,26 +232,44 @@ pub async fn full_scenario(api: &Api, tag: &str) {
     assert_eq!(history[0]["event"], "AccountOpened");
     assert_eq!(history[0]["user_id"], "tester");
     assert_eq!(history[3]["event"], "TransferSent");
-    assert_eq!(history[3]["user_id"], "ada-herself", "the requester, through the process");
+    assert_eq!(
+        history[3]["user_id"], "ada-herself",
+        "the requester, through the process"
+    );
     assert!(history[3]["causation_id"].is_string());
     assert_eq!(history[6]["event"], "TransferRefunded");
     assert_eq!(history[6]["correlation_id"], json!(compensated_correlation));
 
     // Time travel, by version and by time.
     let (status, body) = api.get(&format!("/accounts/{ada}/balance?version=2")).await;
-    assert_eq!((status, body["balance"].clone()), (StatusCode::OK, json!(100_000)));
+    assert_eq!(
+        (status, body["balance"].clone()),
+        (StatusCode::OK, json!(100_000))
+    );
     let at = after_deposit.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let (status, body) =
-        api.get(&format!("/accounts/{ada}/balance?at={}", at.replace('+', "%2B"))).await;
-    assert_eq!((status, body["balance"].clone()), (StatusCode::OK, json!(100_000)), "{body}");
+    let (status, body) = api
+        .get(&format!(
+            "/accounts/{ada}/balance?at={}",
+            at.replace('+', "%2B")
+        ))
+        .await;
+    assert_eq!(
+        (status, body["balance"].clone()),
+        (StatusCode::OK, json!(100_000)),
+        "{body}"
+    );
     let (_, body) = api.get(&format!("/accounts/{ada}/balance")).await;
     assert_eq!(body["balance"], 90_000);
 
     // The trace of the compensated transfer spans the transfer and both accounts' streams.
     let (status, trace) = api.get(&format!("/trace/{compensated_correlation}")).await;
     assert_eq!(status, StatusCode::OK);
-    let events: Vec<&str> =
-        trace.as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let events: Vec<&str> = trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert_eq!(
         events,
         [
@@ -240,7 +294,10 @@ pub async fn full_scenario(api: &Api, tag: &str) {
 
     // Close: refused with money on it, accepted at zero.
     let (status, body) = api.post(&format!("/accounts/{bob}/close"), json!({})).await;
-    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "non_zero_balance"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "non_zero_balance")
+    );
     let (status, body) = api
         .post(
             &format!("/accounts/{bob}/withdrawals"),
@@ -248,8 +305,12 @@ pub async fn full_scenario(api: &Api, tag: &str) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) =
-        api.post(&format!("/accounts/{bob}/close"), json!({ "reason": "done" })).await;
+    let (status, body) = api
+        .post(
+            &format!("/accounts/{bob}/close"),
+            json!({ "reason": "done" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["account"]["status"], "closed");
 }
@@ -257,7 +318,12 @@ pub async fn full_scenario(api: &Api, tag: &str) {
 impl Api {
     /// The raw body of a GET, for numbers beyond 64 bits.
     pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
-        let response = self.client.get(format!("{}{path}", self.base)).send().await.expect("sent");
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("sent");
         (response.status(), response.text().await.expect("body read"))
     }
 
@@ -295,20 +361,39 @@ pub async fn overflowing_deposits(api: &Api) {
     assert_eq!(api.eur_totals().await, (sum, sum, 0));
     // One more minor unit into x is refused, with a typed error.
     let (status, body) = api.deposit("x", 1, "EUR").await;
-    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "overflow"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "overflow"),
+        "{body}"
+    );
     // A withdrawal against an i64::MAX overdraft limit.
-    let (status, body) =
-        api.post("/accounts/z/withdrawals", json!({ "amount": max, "currency": "EUR" })).await;
+    let (status, body) = api
+        .post(
+            "/accounts/z/withdrawals",
+            json!({ "amount": max, "currency": "EUR" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(api.balance("z").await, -max);
     assert_eq!(api.eur_totals().await, (1, 1, 0));
     // A transfer into x cannot be credited: compensated, y keeps its money.
     let (status, body) = api
-        .post("/transfers", json!({ "from": "y", "to": "x", "amount": 1, "currency": "EUR" }))
+        .post(
+            "/transfers",
+            json!({ "from": "y", "to": "x", "amount": 1, "currency": "EUR" }),
+        )
         .await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::CREATED, Some("compensated")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::CREATED, Some("compensated"))
+    );
     assert_eq!(api.balance("y").await, 1);
-    for path in ["/accounts", "/accounts/x/statement", "/accounts/x/history", "/transfers"] {
+    for path in [
+        "/accounts",
+        "/accounts/x/statement",
+        "/accounts/x/history",
+        "/transfers",
+    ] {
         let (status, body) = api.get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
@@ -338,7 +423,11 @@ pub async fn hostile_input(api: &Api) {
             json!({ "amount": 1, "currency": "EUR", "reference": "x\u{1}" }),
             "invalid_text",
         ),
-        ("/accounts/ada/freeze", json!({ "reason": "\u{7f}" }), "invalid_text"),
+        (
+            "/accounts/ada/freeze",
+            json!({ "reason": "\u{7f}" }),
+            "invalid_text",
+        ),
         (
             "/transfers",
             json!({ "from": "ada", "to": "bob", "amount": 1, "currency": "EUR", "reference": "\u{0}" }),
@@ -346,12 +435,24 @@ pub async fn hostile_input(api: &Api) {
         ),
     ] {
         let (status, response) = api.post_raw(path, body.to_string(), &user).await;
-        assert_eq!((status, code(&response)), (StatusCode::BAD_REQUEST, expected), "{path} {body}");
+        assert_eq!(
+            (status, code(&response)),
+            (StatusCode::BAD_REQUEST, expected),
+            "{path} {body}"
+        );
     }
     let tab = [("x-user-id", "u\tv")];
-    let (status, response) =
-        api.post_raw("/accounts/ada/deposits", r#"{"amount": 1, "currency": "EUR"}"#, &tab).await;
-    assert_eq!((status, code(&response)), (StatusCode::BAD_REQUEST, "invalid_text"));
+    let (status, response) = api
+        .post_raw(
+            "/accounts/ada/deposits",
+            r#"{"amount": 1, "currency": "EUR"}"#,
+            &tab,
+        )
+        .await;
+    assert_eq!(
+        (status, code(&response)),
+        (StatusCode::BAD_REQUEST, "invalid_text")
+    );
     for path in [
         "/accounts/a%00b",
         "/accounts/a%00b/history",
@@ -365,12 +466,22 @@ pub async fn hostile_input(api: &Api) {
             "{path}"
         );
     }
-    for at in ["0000-12-31T23:59:59Z", "-4713-01-01T00:00:00Z", "99999-01-01T00:00:00Z"] {
+    for at in [
+        "0000-12-31T23:59:59Z",
+        "-4713-01-01T00:00:00Z",
+        "99999-01-01T00:00:00Z",
+    ] {
         let (status, body) = api.get(&format!("/accounts/ada/balance?at={at}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{at}: {body}");
     }
-    let (status, body) = api.get("/accounts/ada/balance?at=0001-01-01T00:00:00Z").await;
-    assert_eq!((status, body["version"].as_u64()), (StatusCode::OK, Some(0)), "{body}");
+    let (status, body) = api
+        .get("/accounts/ada/balance?at=0001-01-01T00:00:00Z")
+        .await;
+    assert_eq!(
+        (status, body["version"].as_u64()),
+        (StatusCode::OK, Some(0)),
+        "{body}"
+    );
     assert_eq!(api.balance("ada").await, 0, "nothing was written");
 }
 
@@ -391,7 +502,10 @@ pub async fn open_postgres(schema: &str) -> Ledger<es_postgres::PostgresStore> {
     match ledger::storage::postgres(&database_url(), schema, true).await {
         Ok(ledger) => ledger,
         Err(error) => {
-            panic!("PostgreSQL at {} must be reachable for these tests: {error}", database_url())
+            panic!(
+                "PostgreSQL at {} must be reachable for these tests: {error}",
+                database_url()
+            )
         }
     }
 }
@@ -401,5 +515,8 @@ pub async fn drop_schema(ledger: &Ledger<es_postgres::PostgresStore>) {
     ledger.shutdown().await.expect("process manager stops");
     let store = ledger.store();
     let sql = format!("DROP SCHEMA \"{}\" CASCADE", store.schema());
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(store.pool()).await.expect("schema dropped");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(store.pool())
+        .await
+        .expect("schema dropped");
 }
