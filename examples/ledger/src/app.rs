@@ -282,6 +282,8 @@ struct Inner<S> {
     transfers: Repository<Transfer, S>,
     read_side: Box<dyn ReadSide>,
     process: Vec<Running>,
+    /// How many partitions the process manager has (wherever it runs).
+    partitions: u32,
     /// The highest position this ledger wrote or waited for: queries wait for it.
     written: AtomicU64,
     wait: Duration,
@@ -301,6 +303,10 @@ impl<S: Store> Ledger<S> {
         let handles = process::spawn(&store, &process, &options.leases, options.partitions);
         let inner = Inner {
             process: handles.into_iter().map(Running::new).collect(),
+            partitions: match options.partitions.count {
+                0 => Partitions::default().count,
+                count => count,
+            },
             written: AtomicU64::new(store.head_position().await?),
             store,
             accounts,
@@ -461,7 +467,7 @@ impl<S: Store> Ledger<S> {
     /// The events the process manager parked, in every process (read from the store).
     pub async fn parked(&self) -> Result<Vec<ParkedEvent>, AppError> {
         let mut parked = Vec::new();
-        for partition in Partition::all(Partitions::default().count) {
+        for partition in Partition::all(self.inner.partitions) {
             let name = format!(
                 "{}[{}/{}]",
                 process::PROCESS,

@@ -221,10 +221,12 @@ pub async fn transfer_storm<S: EventStore + Clone + 'static>(
                 let amount = eur(rng.below(1_000) as i64 + 1);
                 let call =
                     ledger.transfer(Metadata::by_user("storm"), &from, &to, &amount, "storm");
+                // Early, middle or late drops: within 1%, 10% or all of `max_drop`.
                 let max = u64::try_from(max_drop.as_micros())
                     .unwrap_or(u64::MAX)
-                    .max(1);
-                let drop_after = Duration::from_micros(rng.below(max));
+                    .max(100);
+                let window = [max / 100, max / 10, max][rng.below(3) as usize];
+                let drop_after = Duration::from_micros(rng.below(window));
                 tokio::select! {
                     outcome = call => acknowledged.push(outcome.expect("transfer call")),
                     () = tokio::time::sleep(drop_after) => dropped += 1,
