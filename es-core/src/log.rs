@@ -147,39 +147,28 @@ pub trait GlobalLog: Send + Sync {
     fn wakeup(&self) -> Wakeup;
 }
 
-impl<T: GlobalLog + ?Sized> GlobalLog for &T {
-    fn read_log(
-        &self,
-        after: u64,
-        limit: usize,
-        filter: &LogFilter,
-    ) -> impl Future<Output = Result<LogPage, Error>> + Send {
-        (**self).read_log(after, limit, filter)
-    }
-    fn head_position(&self) -> impl Future<Output = Result<u64, Error>> + Send {
-        (**self).head_position()
-    }
-    fn wakeup(&self) -> Wakeup {
-        (**self).wakeup()
-    }
+macro_rules! forward_global_log {
+    ($($ty:ty),*) => {$(
+        impl<T: GlobalLog + ?Sized> GlobalLog for $ty {
+            fn read_log(
+                &self,
+                after: u64,
+                limit: usize,
+                filter: &LogFilter,
+            ) -> impl Future<Output = Result<LogPage, Error>> + Send {
+                (**self).read_log(after, limit, filter)
+            }
+            fn head_position(&self) -> impl Future<Output = Result<u64, Error>> + Send {
+                (**self).head_position()
+            }
+            fn wakeup(&self) -> Wakeup {
+                (**self).wakeup()
+            }
+        }
+    )*};
 }
 
-impl<T: GlobalLog + ?Sized> GlobalLog for Arc<T> {
-    fn read_log(
-        &self,
-        after: u64,
-        limit: usize,
-        filter: &LogFilter,
-    ) -> impl Future<Output = Result<LogPage, Error>> + Send {
-        (**self).read_log(after, limit, filter)
-    }
-    fn head_position(&self) -> impl Future<Output = Result<u64, Error>> + Send {
-        (**self).head_position()
-    }
-    fn wakeup(&self) -> Wakeup {
-        (**self).wakeup()
-    }
-}
+forward_global_log!(&T, Arc<T>);
 
 /// Waits for appends: woken by the store's signal, or after the polling interval, whichever
 /// comes first. Something appended after the previous wait returned (or after the `Wakeup`
