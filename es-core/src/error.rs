@@ -9,6 +9,23 @@ use crate::store::ExpectedVersion;
 /// A boxed error from a storage backend or a handler.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A handler error that retrying cannot fix (a refusal, an event the handler can never
+/// accept): the consumer runtime parks the event (or stops, per its poison policy) at once
+/// instead of retrying. Make one with [`permanent`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Permanent(#[source] pub BoxError);
+
+/// Marks `error` as [`Permanent`].
+///
+/// ```
+/// let error = es_core::permanent("amount out of range");
+/// assert!(error.is::<es_core::Permanent>());
+/// ```
+pub fn permanent(error: impl Into<BoxError>) -> BoxError {
+    Box::new(Permanent(error.into()))
+}
+
 /// Everything a store, repository or consumer can refuse or fail with.
 ///
 /// What a caller may do next depends on the variant:

@@ -2,6 +2,7 @@
 //! active at a time; the others wait and take over when the holder goes away.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::BoxFuture;
@@ -15,6 +16,7 @@ use crate::error::Error;
 pub struct Lease {
     held: watch::Receiver<bool>,
     _release: Box<dyn Send + Sync>,
+    released: Option<BoxFuture<'static, ()>>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -32,6 +34,28 @@ impl Lease {
         Self {
             held,
             _release: Box::new(release),
+            released: None,
+        }
+    }
+
+    /// Lets [`Lease::release`] wait for `released`, a future that completes once the backend
+    /// has given the lease back after `release` was dropped (for example once a lease row is
+    /// deleted), so that another process can take it at once.
+    pub fn with_release_done(
+        mut self,
+        released: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        self.released = Some(Box::pin(released));
+        self
+    }
+
+    /// Gives the lease back and waits until the backend has (where it can tell). Dropping a
+    /// lease gives it back too, without waiting.
+    pub async fn release(mut self) {
+        let released = self.released.take();
+        drop(self);
+        if let Some(released) = released {
+            released.await;
         }
     }
 

@@ -85,7 +85,7 @@ pub use consumer::{
     EventHandler, LogEvent, Partition, PoisonPolicy, Progress, RetryPolicy, Status,
 };
 pub use envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, Permanent, permanent};
 pub use event::{DecodeError, Event, EventSet, IntoEvents, decode_exact, decode_upcast};
 pub use json::{MAX_JSON_DEPTH, same_json};
 pub use lease::{Lease, Leases, LocalLeases};

@@ -371,3 +371,53 @@ async fn four_partitions_build_exactly_what_one_consumer_builds() {
     assert_eq!(parts.snapshot(), whole.snapshot());
     assert_eq!(parts.handled(), whole.handled());
 }
+
+/// Refuses deposits of 13 permanently: retrying cannot help.
+#[derive(Clone, Default)]
+struct Superstitious {
+    tries: Arc<Mutex<u32>>,
+}
+
+impl EventHandler for Superstitious {
+    type Event = AccountEvent;
+
+    async fn handle(&mut self, _: &mut (), e: &Envelope<AccountEvent>) -> Result<(), BoxError> {
+        if let AccountEvent::Deposited(d) = &e.event
+            && d.amount == 13
+        {
+            *self.tries.lock().unwrap() += 1;
+            return Err(es_core::permanent("13 is refused, whatever happens"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_parked_without_retries() {
+    let store = MemoryStore::new();
+    seed(&store, "a", &[13, 1]).await;
+    let handler = Superstitious::default();
+    let mut consumer = Consumer::new(
+        "superstitious",
+        store.clone(),
+        AtLeastOnce::new(store.clone()),
+        handler.clone(),
+    )
+    .retry(RetryPolicy {
+        attempts: 5,
+        initial_backoff: Duration::from_secs(30),
+        max_backoff: Duration::from_secs(30),
+    });
+    let progress = consumer.catch_up().await.expect("parks at once");
+    assert_eq!(progress.position, 3);
+    assert_eq!(
+        *handler.tries.lock().unwrap(),
+        1,
+        "tried once, never retried"
+    );
+    let parked = consumer.parked().await.expect("parked");
+    assert_eq!(
+        (parked.len(), parked[0].position, parked[0].attempts),
+        (1, 2, 1)
+    );
+}

@@ -34,8 +34,8 @@ impl Leases for SqliteStore {
     /// every quarter of [`StoreOptions::lease_ttl`](crate::StoreOptions::lease_ttl); if a
     /// renewal finds the row taken over, or cannot be written before three quarters of the
     /// TTL have passed since the last one, [`Lease::is_held`] turns false. Dropping the lease
-    /// deletes the row, so another process can take it at once; a process that dies leaves
-    /// it to expire.
+    /// deletes the row (in the background; [`Lease::release`] waits for it), so another
+    /// process can take it at once; a process that dies leaves it to expire.
     fn try_acquire<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Lease>, Error>> {
         Box::pin(async move {
             check_name(name, "lease name")?;
@@ -57,15 +57,23 @@ impl Leases for SqliteStore {
             }
             let (held_tx, held) = watch::channel(true);
             let (stop, stopped) = oneshot::channel();
-            tokio::spawn(heartbeat(
+            let (released_tx, released) = oneshot::channel::<()>();
+            let beat = heartbeat(
                 self.clone(),
                 name.to_owned(),
                 holder,
                 sent + ttl,
                 held_tx,
                 stopped,
-            ));
-            Ok(Some(Lease::new(held, Release { _stop: stop })))
+            );
+            tokio::spawn(async move {
+                beat.await;
+                let _ = released_tx.send(());
+            });
+            let lease = Lease::new(held, Release { _stop: stop }).with_release_done(async move {
+                let _ = released.await;
+            });
+            Ok(Some(lease))
         })
     }
 }

@@ -611,6 +611,28 @@ async fn a_lease_is_exclusive_across_stores_and_lost_when_taken_over() {
     assert!(!lease.is_held());
 }
 
+#[tokio::test]
+async fn a_released_lease_is_free_for_another_process_at_once() {
+    // A TTL far longer than the test: only the release can free the lease in time.
+    let ttl = Duration::from_secs(600);
+    let store = SqliteStore::temporary_with(StoreOptions::new().lease_ttl(ttl))
+        .await
+        .expect("store");
+    let other = SqliteStore::open_with(store.path(), StoreOptions::new().lease_ttl(ttl))
+        .await
+        .expect("second store");
+    let lease = store
+        .try_acquire("job")
+        .await
+        .expect("acquire")
+        .expect("free");
+    lease.release().await;
+    assert!(
+        other.try_acquire("job").await.expect("try").is_some(),
+        "released before `release` returned"
+    );
+}
+
 #[test]
 fn a_dead_holders_lease_can_be_taken_after_it_expires() {
     let ttl = Duration::from_secs(1);

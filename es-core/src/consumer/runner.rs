@@ -11,7 +11,7 @@ use super::handle::{ConsumerHandle, ConsumerState, Request, Status};
 use super::{BatchError, Delivery, Envelope, EventHandler, LogEvent};
 use crate::checkpoint::ParkedEvent;
 use crate::envelope::{RecordedEvent, StreamId};
-use crate::error::{BoxError, Error};
+use crate::error::{BoxError, Error, Permanent};
 use crate::lease::{Lease, Leases};
 use crate::limits::check_name;
 use crate::log::{GlobalLog, LogFilter};
@@ -326,7 +326,7 @@ where
         mut on_progress: impl FnMut(Progress) + Send,
     ) -> Result<Progress, Error> {
         check_name(&self.name, "consumer name")?;
-        let _lease = self.lease_once().await?;
+        let lease = self.lease_once().await?;
         let began = Instant::now();
         let head = self.log.head_position().await?;
         let start = self.checkpoint().await?;
@@ -348,6 +348,9 @@ where
             }
         }
         self.delivery.flush(&self.name).await?;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
         progress.elapsed = began.elapsed();
         self.set_state(ConsumerState::Live, |s| s.head = s.head.max(head));
         Ok(progress)
@@ -362,7 +365,7 @@ where
     ) -> Result<Progress, Error> {
         check_name(&self.name, "consumer name")?;
         {
-            let _lease = self.lease_once().await?;
+            let lease = self.lease_once().await?;
             let (mut tx, _) = self.delivery.begin(&self.name).await?;
             if let Err(source) = self.handler.reset(&mut tx).await {
                 self.delivery.rollback(tx).await?;
@@ -379,6 +382,9 @@ where
             }
             self.delivery.commit(tx, &self.name, 0, true).await?;
             self.status.send_modify(|s| s.checkpoint = 0);
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
         }
         let progress = self.catch_up_with(on_progress).await?;
         tracing::info!(consumer = %self.name, events = progress.done, seconds = progress.elapsed.as_secs_f64(), rate = progress.rate(), "consumer rebuilt");
@@ -631,7 +637,7 @@ where
         }
         let mut error = failure.error;
         let mut attempts = 1;
-        while attempts < self.retry.attempts {
+        while attempts < self.retry.attempts && !error.is::<Permanent>() {
             self.set_state(ConsumerState::Retrying, |s| {
                 s.last_error = Some(format!("position {}: {error}", failing.position()));
             });
@@ -781,8 +787,9 @@ where
             self.status.send_modify(|s| s.head = head);
         }
         let mut failures = 0u32;
+        let mut lease: Option<Lease> = None;
         let result = 'outer: loop {
-            let mut lease = match self.wait_for_lease(&mut stop).await {
+            lease = match self.wait_for_lease(&mut stop).await {
                 Ok(Some(lease)) => lease,
                 Ok(None) => break Ok(()),
                 Err(error) => {
@@ -807,6 +814,7 @@ where
                     // Another runner may move the checkpoint from now on; saving ours could
                     // move it back, so it is dropped (at least once: events may repeat).
                     self.delivery.refresh(&self.name);
+                    lease = None;
                     continue 'outer;
                 }
                 while let Ok(request) = requests.try_recv() {
@@ -861,6 +869,9 @@ where
         };
         if let Err(error) = self.delivery.flush(&self.name).await {
             tracing::warn!(consumer = %self.name, %error, "cannot save the checkpoint at shutdown");
+        }
+        if let Some(lease) = lease.take() {
+            lease.release().await;
         }
         if result.is_ok() {
             self.set_state(ConsumerState::ShutDown, |_| {});
