@@ -71,12 +71,12 @@
 //!
 //! ## Appending
 //!
-//! One statement, one round trip, all or nothing, with the batch bound as arrays. The first
-//! attempt is a plain-SQL `INSERT ... SELECT FROM unnest(...)` that checks only what the
-//! unique keys cannot: that the expected version exists (an append at `Exact(v)` onto a
-//! shorter stream would leave a gap) and, for `StreamExists`, that the stream does. Everything
-//! else is left to the unique keys: a version or an event id that is taken fails the
-//! statement.
+//! One statement, one round trip, all or nothing. The first attempt is a plain-SQL
+//! `INSERT ... SELECT` (scalar parameters for one event, the batch bound as arrays and
+//! `unnest`ed for more) that checks only what the unique keys cannot: that the expected
+//! version exists (an append at `Exact(v)` onto a shorter stream would leave a gap) and, for
+//! `StreamExists`, that the stream does. Everything else is left to the unique keys: a
+//! version or an event id that is taken fails the statement.
 //!
 //! Only when that attempt wrote nothing does the store call the plpgsql function
 //! `es_append`, which tells the cases apart: it checks the ids first (all stored with the
@@ -87,6 +87,18 @@
 //! both pass. `Any` and `StreamExists` retry a lost race, since they still accept the new end.
 //! Appends with inline projections do the same inside a transaction, and retry a lost race in
 //! a new one, so they keep the plain append's contract.
+//!
+//! **Group commit** ([`StoreOptions::group_commit`], on by default). At most a few plain
+//! appends of a store run at once; appends that arrive meanwhile from other writers (to
+//! other streams) wait and leave together as one statement, one transaction, one
+//! announcement: fewer commits and round trips under load, while a lone writer never waits.
+//! Each member keeps its own outcome: the statement writes a member only if its expectation
+//! holds and none of its ids is stored (else that member alone goes through `es_append`:
+//! conflict, idempotent retry, duplicate id); a statement refused by a unique key (a race
+//! with an append still open elsewhere) writes nothing and every member appends alone; a
+//! connection lost after the statement was sent is
+//! [`Error::OutcomeUnknown`](es_core::Error::OutcomeUnknown) for every member, whose retries
+//! with the same ids return what was stored.
 //!
 //! ## Global order that never skips
 //!
@@ -152,15 +164,24 @@
 //! server. Consumers run on es-core's runtime ([`es_core::Consumer`]) with
 //! [`ExactlyOnce`] or [`AtLeastOnce`](es_core::AtLeastOnce) delivery; leases are session
 //! advisory locks (see [`Leases` for `PostgresStore`](PostgresStore#impl-Leases-for-PostgresStore)).
+//!
+//! A consumer far behind the head (a rebuild, a catch-up) is read ahead
+//! ([`StoreOptions::read_ahead`], on by default): after a full page well below the frontier,
+//! the store reads and decodes the following pages up to that frontier in the background,
+//! with plain indexed reads (every position below a frontier is settled, so they need no
+//! `pg_locks` scan of their own), while the consumer handles the current page. The pages are
+//! the ones fresh reads would return.
 #![doc(test(attr(deny(warnings))))]
 
 mod checkpoint;
 mod delivery;
 mod error;
+mod group;
 mod lease;
 mod log;
 mod notifier;
 mod projection;
+mod read_ahead;
 mod rows;
 mod sql;
 mod store;
@@ -170,7 +191,7 @@ mod wakeup;
 pub use delivery::ExactlyOnce;
 pub use error::{ConnectError, redact_url};
 pub use projection::InlineProjection;
-pub use store::{MIGRATOR, PostgresStore, StoreOptions};
+pub use store::{DEFAULT_GROUP_COMMIT_LANES, MIGRATOR, PostgresStore, StoreOptions};
 pub use tx::PgTx;
 
 /// The sqlx this crate is built on, for the connection types in its signatures.

@@ -20,23 +20,35 @@ impl PostgresStore {
         limit: usize,
         filter: &LogFilter,
     ) -> Result<LogPage, Error> {
+        Ok(self.read_page(conn, after, limit, filter).await?.0)
+    }
+
+    /// A page, and the end (exclusive) of what the read settled: the frontier, or the
+    /// filter's `before` bound if lower (`None` when nothing was read).
+    async fn read_page(
+        &self,
+        conn: &mut PgConnection,
+        after: u64,
+        limit: usize,
+        filter: &LogFilter,
+    ) -> Result<(LogPage, Option<u64>), Error> {
         let empty = LogPage {
             events: Vec::new(),
             scanned_to: after,
         };
         if limit == 0 {
-            return Ok(empty);
+            return Ok((empty, None));
         }
         // Nothing is stored beyond i64::MAX.
         let Ok(after_i64) = i64::try_from(after) else {
-            return Ok(empty);
+            return Ok((empty, None));
         };
         // A bound beyond i64::MAX bounds nothing that can be stored.
         let before = filter
             .before_position
             .filter(|&before| i64::try_from(before).is_ok());
         if before.is_some_and(|before| before <= after.saturating_add(1)) {
-            return Ok(empty);
+            return Ok((empty, None));
         }
         let rows: Vec<LogRow> = sqlx::query_as(AssertSqlSafe(self.inner.sql.read_log.clone()))
             .bind(after_i64)
@@ -61,21 +73,26 @@ impl PostgresStore {
         let Some(frontier) = frontier else {
             return Err(Error::backend("es_read_log returned no frontier"));
         };
+        // Every position below `end` was considered.
+        let end = before.map_or(frontier, |before| frontier.min(before));
         let scanned_to = match events.last() {
             Some(last) if events.len() == limit => last.position,
-            _ => {
-                // Every position below the frontier (and below `before`) was considered.
-                let end = before.map_or(frontier, |before| frontier.min(before));
-                end.saturating_sub(1)
-            }
+            _ => end.saturating_sub(1),
         };
-        Ok(LogPage {
-            events,
-            scanned_to: scanned_to.max(after),
-        })
+        Ok((
+            LogPage {
+                events,
+                scanned_to: scanned_to.max(after),
+            },
+            Some(end),
+        ))
     }
 }
 
+/// Reads of the log are filtered in the database and never pass the frontier (see the crate
+/// docs). A consumer far behind the head gets help: after a full page well below the
+/// frontier, the following pages up to that frontier are read and decoded in the background
+/// while it handles the current one ([`StoreOptions::read_ahead`](crate::StoreOptions::read_ahead)).
 impl GlobalLog for PostgresStore {
     async fn read_log(
         &self,
@@ -89,8 +106,40 @@ impl GlobalLog for PostgresStore {
                 scanned_to: after,
             });
         }
+        let read_ahead = self.inner.read_ahead.as_ref();
+        // A failed cursor gives no page: the read below is afresh, and reports any error.
+        if let Some(mut cursor) = read_ahead.and_then(|r| r.take(after, filter))
+            && let Some(page) = cursor.page(limit).await
+        {
+            if let Some(read_ahead) = read_ahead
+                && !cursor.exhausted()
+                && page.events.len() == limit
+                && cursor.after() == page.scanned_to
+            {
+                read_ahead.put(cursor);
+            }
+            return Ok(LogPage {
+                events: page.events,
+                scanned_to: page.scanned_to,
+            });
+        }
         let mut conn = self.pool.acquire().await.map_err(error::acquire)?;
-        self.read_log_in(&mut conn, after, limit, filter).await
+        let (page, end) = self.read_page(&mut conn, after, limit, filter).await?;
+        drop(conn);
+        if let (Some(read_ahead), Some(end)) = (read_ahead, end)
+            && page.events.len() == limit
+            && end.saturating_sub(page.scanned_to) > limit as u64
+        {
+            read_ahead.start(
+                &self.pool,
+                &self.inner.sql,
+                filter,
+                page.scanned_to,
+                end,
+                limit,
+            );
+        }
+        Ok(page)
     }
 
     async fn head_position(&self) -> Result<u64, Error> {

@@ -71,6 +71,11 @@ pub(crate) fn validate_schema(name: &str) -> Result<(), Error> {
 pub(crate) struct Sql {
     pub(crate) append: Arc<str>,
     pub(crate) append_fast: Arc<str>,
+    pub(crate) append_one: Arc<str>,
+    pub(crate) append_group: Arc<str>,
+    pub(crate) read_range_all: Arc<str>,
+    pub(crate) read_range_types: Arc<str>,
+    pub(crate) read_range_names: Arc<str>,
     pub(crate) notify: Arc<str>,
     pub(crate) read_stream: Arc<str>,
     pub(crate) read_event: Arc<str>,
@@ -115,8 +120,42 @@ impl Sql {
         Self {
             append: format!("SELECT * FROM {s}.es_append($1, $2, $3, $4, $5, $6, $7, $8)").into(),
             append_fast: append_fast(&s).into(),
-            // A notifying transaction gets an id and a commit record; nothing in it needs to be
-            // durable, so it does not wait for the WAL flush.
+            append_one: append_one(&s).into(),
+            append_group: append_group(&s).into(),
+            // A range of the log below a frontier computed earlier (see `crate::read_ahead`):
+            // plain indexed reads without a frontier of their own, shaped like the three
+            // branches of `es_read_log`. `$1` after, `$2` the frontier (exclusive), `$3` types,
+            // `$4` names, `$5` recorded from, `$6` limit.
+            read_range_all: format!(
+                "SELECT {cols} FROM {s}.events \
+                 WHERE position > $1 AND position < $2 \
+                   AND ($5::timestamptz IS NULL OR recorded_at >= $5) \
+                 ORDER BY position LIMIT $6"
+            )
+            .into(),
+            read_range_types: format!(
+                "SELECT {cols} FROM ( \
+                   SELECT ev.* FROM (SELECT DISTINCT t.name FROM unnest($3::text[]) AS t (name)) k \
+                   CROSS JOIN LATERAL ( \
+                     SELECT * FROM {s}.events x \
+                     WHERE x.aggregate_type = k.name AND x.position > $1 AND x.position < $2 \
+                       AND ($5::timestamptz IS NULL OR x.recorded_at >= $5) \
+                     ORDER BY x.position LIMIT $6) ev) m \
+                 ORDER BY m.position LIMIT $6"
+            )
+            .into(),
+            read_range_names: format!(
+                "SELECT {cols} FROM ( \
+                   SELECT ev.* FROM (SELECT DISTINCT n.name FROM unnest($4::text[]) AS n (name)) k \
+                   CROSS JOIN LATERAL ( \
+                     SELECT * FROM {s}.events x \
+                     WHERE x.event_name = k.name AND x.position > $1 AND x.position < $2 \
+                       AND ($3::text[] IS NULL OR x.aggregate_type = ANY ($3)) \
+                       AND ($5::timestamptz IS NULL OR x.recorded_at >= $5) \
+                     ORDER BY x.position LIMIT $6) ev) m \
+                 ORDER BY m.position LIMIT $6"
+            )
+            .into(),
             notify: "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')"
                 .into(),
             read_stream: format!(
@@ -259,6 +298,101 @@ fn append_fast(s: &str) -> String {
          SELECT array_agg(position ORDER BY version) AS positions, min(version) AS first_version, \
                 min(recorded_at) AS recorded_at \
          FROM appended"
+    )
+}
+
+/// The announcement shared by every append statement: reads the sequence's next value (a
+/// lower bound of every position the statement is about to draw) and takes the shared,
+/// transaction-scoped advisory lock that publishes it to followers, tagged with the schema
+/// (see `es_frontier` and the crate docs). Evaluated as a column of a subquery fenced with
+/// `OFFSET 0`, before any row is produced and so before the identity default draws.
+fn announce(s: &str) -> String {
+    let tag = codes::ANNOUNCE_TAG;
+    let max_position = codes::MAX_POSITION;
+    format!(
+        "(SELECT pg_advisory_xact_lock_shared(({tag} << 24) | ({s}.es_schema_tag() << 16) \
+                     | (q.next >> 32)::integer, (q.next & 4294967295)::bit(32)::integer) \
+          FROM (SELECT least(CASE WHEN x.is_called THEN x.last_value + 1 ELSE x.last_value END, \
+                             {max_position}) AS next \
+                FROM {s}.events_position_seq x) q)"
+    )
+}
+
+/// The plain-SQL append of one event: the statement of [`append_fast`] with scalar
+/// parameters instead of arrays (no `unnest`, no aggregate), returning the new row or no row
+/// when a check failed. `$1`, `$2` the stream, `$3` the expected-version code, `$4` to `$8`
+/// the event (id, name, schema version, payload, metadata). A version or id already taken
+/// fails the statement with a unique violation, as in [`append_fast`].
+fn append_one(s: &str) -> String {
+    let exists = codes::EXPECT_EXISTS;
+    let announce = announce(s);
+    format!(
+        "INSERT INTO {s}.events AS e (event_id, aggregate_type, aggregate_id, version, \
+           event_name, schema_version, payload, metadata, recorded_at) \
+         SELECT $4, $1, $2, g.base + 1, $5, $6, $7, $8, g.now \
+         FROM ( \
+           SELECT b.base, clock_timestamp() AS now, {announce} AS announced \
+           FROM (SELECT CASE WHEN $3::bigint >= 0 THEN $3::bigint ELSE coalesce(( \
+                   SELECT x.version FROM {s}.events x \
+                   WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 \
+                   ORDER BY x.version DESC LIMIT 1), 0) END AS base) b \
+           WHERE CASE WHEN $3::bigint > 0 THEN EXISTS ( \
+                        SELECT 1 FROM {s}.events x \
+                        WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3) \
+                      WHEN $3::bigint = {exists} THEN b.base > 0 \
+                      ELSE true END \
+           OFFSET 0) g \
+         RETURNING e.position, e.version, e.recorded_at"
+    )
+}
+
+/// Group commit: the appends of several writers to distinct streams in one statement, so in
+/// one transaction, with one announcement (see `crate::group`). Per append (arrays `$1` to
+/// `$3`, in group order): the stream and the expected-version code. Per event (arrays `$4` to
+/// `$10`): the index of its append in the group (1-based), id, name, schema version, payload,
+/// metadata, and its offset in its append (1-based).
+///
+/// An append is written only if everything the unique keys would otherwise refuse is free:
+/// its expectation holds, the version after its base is not taken, and none of its ids is
+/// stored; otherwise none of its events is written and the caller decides it alone (a
+/// conflict, an idempotent retry). Returns the written events (id, position, version, time).
+/// A unique violation can then only come from an append that is still uncommitted elsewhere
+/// (a race): it fails the whole statement, which writes nothing.
+fn append_group(s: &str) -> String {
+    let exists = codes::EXPECT_EXISTS;
+    let announce = announce(s);
+    format!(
+        "WITH req AS MATERIALIZED ( \
+           SELECT r.k, r.t, r.a, r.x, \
+                  CASE WHEN r.x >= 0 THEN r.x ELSE coalesce(( \
+                    SELECT v.version FROM {s}.events v \
+                    WHERE v.aggregate_type = r.t AND v.aggregate_id = r.a \
+                    ORDER BY v.version DESC LIMIT 1), 0) END AS base \
+           FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS r (t, a, x, k)), \
+         ev AS MATERIALIZED ( \
+           SELECT * FROM unnest($4::int[], $5::uuid[], $6::text[], $7::int[], $8::jsonb[], \
+                                $9::jsonb[], $10::int[]) \
+                    WITH ORDINALITY AS u (k, id, name, sv, payload, meta, off, n)), \
+         ok AS MATERIALIZED ( \
+           SELECT req.k, req.t, req.a, req.base FROM req \
+           WHERE CASE WHEN req.x > 0 THEN EXISTS ( \
+                        SELECT 1 FROM {s}.events x \
+                        WHERE x.aggregate_type = req.t AND x.aggregate_id = req.a \
+                          AND x.version = req.x) \
+                      WHEN req.x = {exists} THEN req.base > 0 \
+                      ELSE true END \
+             AND NOT EXISTS (SELECT 1 FROM {s}.events x \
+                             WHERE x.aggregate_type = req.t AND x.aggregate_id = req.a \
+                               AND x.version = req.base + 1) \
+             AND NOT EXISTS (SELECT 1 FROM ev JOIN {s}.events x ON x.event_id = ev.id \
+                             WHERE ev.k = req.k)), \
+         g AS MATERIALIZED (SELECT clock_timestamp() AS now, {announce} AS announced) \
+         INSERT INTO {s}.events AS e (event_id, aggregate_type, aggregate_id, version, \
+           event_name, schema_version, payload, metadata, recorded_at) \
+         SELECT ev.id, ok.t, ok.a, ok.base + ev.off, ev.name, ev.sv, ev.payload, ev.meta, g.now \
+         FROM g CROSS JOIN ok JOIN ev ON ev.k = ok.k \
+         ORDER BY ev.n \
+         RETURNING e.event_id, e.position, e.version, e.recorded_at"
     )
 }
 

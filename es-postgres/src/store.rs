@@ -18,10 +18,13 @@ use sqlx::{AssertSqlSafe, Connection, FromRow, Postgres};
 use uuid::Uuid;
 
 use crate::error::{self, ConnectError, Phase};
+use crate::group::GroupCommit;
 use crate::notifier::Notifier;
 use crate::projection::InlineProjection;
+use crate::read_ahead::ReadAhead;
 use crate::rows::{
-    self, AppendOutcome, AppendRow, EventRow, FastAppendRow, Landed, LoadRow, SnapshotRow,
+    self, AppendOutcome, AppendRow, EventRow, FastAppendRow, Landed, LoadRow, OneAppendRow,
+    SnapshotRow,
 };
 use crate::sql::{Sql, expected_code, validate_schema};
 use crate::tx::PgTx;
@@ -49,6 +52,9 @@ pub struct StoreOptions {
     acquire_timeout: Duration,
     lease_check_interval: Duration,
     limits: Limits,
+    group_commit: usize,
+    ping_after_idle: Duration,
+    read_ahead: bool,
 }
 
 impl Default for StoreOptions {
@@ -63,9 +69,16 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(30),
             lease_check_interval: Duration::from_secs(1),
             limits: Limits::default(),
+            group_commit: DEFAULT_GROUP_COMMIT_LANES,
+            ping_after_idle: Duration::from_secs(1),
+            read_ahead: true,
         }
     }
 }
+
+/// How many plain appends run at once before later ones are grouped (see
+/// [`StoreOptions::group_commit`]).
+pub const DEFAULT_GROUP_COMMIT_LANES: usize = 2;
 
 impl StoreOptions {
     /// Defaults: schema `public`, `NOTIFY` after appends (at most one per 2 ms) and `LISTEN`
@@ -155,6 +168,38 @@ impl StoreOptions {
         self.limits.max_payload_bytes = bytes;
         self
     }
+
+    /// Group commit (default on, [`DEFAULT_GROUP_COMMIT_LANES`] lanes): at most `lanes` plain
+    /// appends of this store run at once; appends that arrive meanwhile wait and are sent
+    /// together, in one statement and one transaction, each with its own outcome (a conflict
+    /// or an idempotent retry of one member never affects another). A lone writer never
+    /// waits. 0 turns it off: every append runs at once on its own connection. Appends with
+    /// inline projections and [`PostgresStore::append_in`] are never grouped.
+    pub fn group_commit(mut self, lanes: usize) -> Self {
+        self.group_commit = lanes;
+        self
+    }
+
+    /// A pooled connection of [`PostgresStore::connect_with`]'s pool that sat idle longer
+    /// than this is checked with a round trip before use (default 1 s). sqlx checks every
+    /// connection on every acquire, which costs a command a round trip per statement;
+    /// [`Duration::ZERO`] restores that. A connection that died less than this ago is found
+    /// dead by the statement itself: a read fails with [`Error::Backend`], a write with
+    /// [`Error::OutcomeUnknown`](es_core::Error::OutcomeUnknown) (retry with the same ids).
+    /// Pools given to [`PostgresStore::from_pool`] keep their own settings.
+    pub fn ping_after_idle(mut self, idle: Duration) -> Self {
+        self.ping_after_idle = idle;
+        self
+    }
+
+    /// Whether a consumer far behind the head reads ahead (default on): after a full page,
+    /// the store reads the following pages up to the frontier it just computed in the
+    /// background, in plain indexed reads, while the consumer handles the current page (see
+    /// [`GlobalLog` for `PostgresStore`](PostgresStore#impl-GlobalLog-for-PostgresStore)).
+    pub fn read_ahead(mut self, on: bool) -> Self {
+        self.read_ahead = on;
+        self
+    }
 }
 
 /// The event store on PostgreSQL: streams, snapshots, the global log, checkpoints, leases.
@@ -199,6 +244,10 @@ pub(crate) struct Inner {
     pub(crate) signals: Arc<Signals>,
     pub(crate) listener: Arc<Listener>,
     pub(crate) lease_check: Duration,
+    /// Group commit of plain appends (see `group.rs`); `None` when off.
+    pub(crate) group: Option<Arc<GroupCommit>>,
+    /// Pages read ahead for consumers far behind the head (see `read_ahead.rs`); `None` when off.
+    pub(crate) read_ahead: Option<Arc<ReadAhead>>,
     /// The connection of each lease this store waits for (see `lease.rs`).
     pub(crate) lease_standby: Arc<Mutex<HashMap<String, PgConnection>>>,
     /// When this store last lost each lease to a dead connection (see `lease.rs`).
@@ -218,8 +267,8 @@ impl fmt::Debug for PostgresStore {
 
 /// What one attempt of an append concluded.
 enum Attempt {
-    /// Written by this attempt.
-    Appended(Vec<RecordedEvent>),
+    /// Written by this attempt: where each event landed.
+    Appended(Vec<Landed>),
     /// Stored before (an identical retry): the events as first stored.
     Replayed(Vec<RecordedEvent>),
     /// The expectation failed; the actual version.
@@ -262,10 +311,10 @@ fn replayed(
     }
 }
 
-/// The batch as recorded, from where each event landed.
-fn recorded(
+/// The batch as recorded, from where each event landed (the events are moved, not copied).
+pub(crate) fn recorded(
     stream: &StreamId,
-    events: &[NewEvent],
+    events: Vec<NewEvent>,
     landed: Vec<Landed>,
 ) -> Result<Vec<RecordedEvent>, Error> {
     if landed.len() != events.len() {
@@ -276,12 +325,10 @@ fn recorded(
         )));
     }
     Ok(events
-        .iter()
+        .into_iter()
         .zip(landed)
         .map(|(event, at)| {
-            event
-                .clone()
-                .into_recorded(stream.clone(), at.version, at.position, at.recorded_at)
+            event.into_recorded(stream.clone(), at.version, at.position, at.recorded_at)
         })
         .collect())
 }
@@ -426,9 +473,20 @@ impl PostgresStore {
             tracing::debug!(error = %e, "closing the migration connection");
         }
         migrated?;
+        let ping_after = options.ping_after_idle;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // Check only connections that sat idle (see `StoreOptions::ping_after_idle`).
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= ping_after {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(connect);
         Ok(Self::build(pool, options))
     }
@@ -476,6 +534,9 @@ impl PostgresStore {
                 lease_standby: Arc::default(),
                 lease_lost: Arc::default(),
                 inline: Vec::new(),
+                group: (options.group_commit > 0)
+                    .then(|| Arc::new(GroupCommit::new(options.group_commit))),
+                read_ahead: options.read_ahead.then(|| Arc::new(ReadAhead::default())),
             }),
         }
     }
@@ -555,20 +616,19 @@ impl PostgresStore {
         self.inner
             .limits
             .check_append(stream, expected, &mut events)?;
-        let columns = Columns::new(&events)?;
-        match self
+        let attempt = self
             .attempt(
                 tx.conn(),
                 stream,
                 expected,
                 &events,
-                &columns,
                 true,
                 Phase::Uncommitted,
             )
-            .await?
-        {
-            Attempt::Appended(recorded) => {
+            .await?;
+        match attempt {
+            Attempt::Appended(landed) => {
+                let recorded = recorded(stream, events, landed)?;
                 self.run_inline(tx, &recorded).await?;
                 tx.appended();
                 Ok(recorded)
@@ -603,21 +663,48 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// One attempt: the plain-SQL statement first when `fast` (see `sql::append_fast`), then
-    /// `es_append` if that wrote nothing.
-    #[allow(clippy::too_many_arguments)]
+    /// One attempt: when `fast`, the plain-SQL statement first (`sql::append_one` for one
+    /// event, `sql::append_fast` for more), then `es_append` if that wrote nothing.
     async fn attempt(
         &self,
         conn: &mut PgConnection,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[NewEvent],
-        columns: &Columns<'_>,
         fast: bool,
         phase: Phase,
     ) -> Result<Attempt, Error> {
         let sql = &self.inner.sql;
-        if fast && !events.is_empty() {
+        if fast && let [event] = events {
+            let schema_version = i32::try_from(event.schema_version).map_err(|_| {
+                Error::Invalid(format!(
+                    "schema version {} exceeds i32",
+                    event.schema_version
+                ))
+            })?;
+            match sqlx::query_as::<_, OneAppendRow>(AssertSqlSafe(sql.append_one.clone()))
+                .bind(&stream.aggregate_type)
+                .bind(&stream.aggregate_id)
+                .bind(expected_code(expected)?)
+                .bind(event.event_id)
+                .bind(&event.event_name)
+                .bind(schema_version)
+                .bind(Json(&*event.payload))
+                .bind(Json(&event.metadata))
+                .fetch_optional(&mut *conn)
+                .await
+            {
+                Ok(Some(row)) => {
+                    let landed = row.landed(stream).map_err(|e| after_write(e, phase))?;
+                    return Ok(Attempt::Appended(vec![landed]));
+                }
+                Ok(None) => {}
+                Err(e) if lost_race(&e) => return Ok(Attempt::Race),
+                Err(e) => return Err(error::classify(e, phase)),
+            }
+        }
+        let columns = Columns::new(events)?;
+        if fast && events.len() > 1 {
             match columns
                 .bind::<FastAppendRow>(sql.append_fast.clone(), stream, expected)?
                 .fetch_one(&mut *conn)
@@ -628,9 +715,7 @@ impl PostgresStore {
                         .landed(stream, events.len())
                         .map_err(|e| after_write(e, phase))?
                     {
-                        return recorded(stream, events, landed)
-                            .map(Attempt::Appended)
-                            .map_err(|e| after_write(e, phase));
+                        return Ok(Attempt::Appended(landed));
                     }
                 }
                 Err(e) if lost_race(&e) => return Ok(Attempt::Race),
@@ -647,9 +732,19 @@ impl PostgresStore {
             Err(e) => return Err(error::classify(e, phase)),
         };
         match AppendRow::outcome(rows, stream).map_err(|e| after_write(e, phase))? {
-            AppendOutcome::Appended(landed) => recorded(stream, events, landed)
-                .map(Attempt::Appended)
-                .map_err(|e| after_write(e, phase)),
+            AppendOutcome::Appended(landed) => {
+                if landed.len() != events.len() {
+                    return Err(after_write(
+                        Error::backend(format!(
+                            "the append to {stream} returned {} rows for {} events",
+                            landed.len(),
+                            events.len()
+                        )),
+                        phase,
+                    ));
+                }
+                Ok(Attempt::Appended(landed))
+            }
             AppendOutcome::Conflict(actual) => Ok(Attempt::Conflict(actual)),
             AppendOutcome::Stored(stored) => {
                 replayed(stream, events, stored).map(Attempt::Replayed)
@@ -658,14 +753,15 @@ impl PostgresStore {
     }
 
     /// Appends on a pooled connection, each statement in its own implicit transaction,
-    /// retrying the races the unique keys catch.
-    async fn append_pooled(
+    /// retrying the races the unique keys catch. `fast`: try the plain-SQL statement first
+    /// (false when it is known to write nothing).
+    pub(crate) async fn append_pooled(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
+        fast: bool,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let columns = Columns::new(events)?;
         let mut conn = self.pool.acquire().await.map_err(error::acquire)?;
         let mut races = 0u32;
         loop {
@@ -674,16 +770,17 @@ impl PostgresStore {
                     &mut conn,
                     stream,
                     expected,
-                    events,
-                    &columns,
-                    races == 0,
+                    &events,
+                    fast && races == 0,
                     Phase::Committing,
                 )
                 .await?;
             match attempt {
-                Attempt::Appended(recorded) => {
+                Attempt::Appended(landed) => {
                     self.inner.signals.committed();
-                    return Ok(recorded);
+                    // Written: a failure from here on leaves the outcome unknown to the caller.
+                    return recorded(stream, events, landed)
+                        .map_err(|e| Error::OutcomeUnknown(Box::new(e)));
                 }
                 Attempt::Replayed(stored) => return Ok(stored),
                 Attempt::Conflict(actual) => {
@@ -715,9 +812,8 @@ impl PostgresStore {
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let columns = Columns::new(events)?;
         let mut races = 0u32;
         loop {
             let mut tx = self.begin().await?;
@@ -726,8 +822,7 @@ impl PostgresStore {
                     tx.conn(),
                     stream,
                     expected,
-                    events,
-                    &columns,
+                    &events,
                     races == 0,
                     Phase::Uncommitted,
                 )
@@ -740,7 +835,14 @@ impl PostgresStore {
                 }
             };
             match attempt {
-                Attempt::Appended(recorded) => {
+                Attempt::Appended(landed) => {
+                    let recorded = match recorded(stream, events, landed) {
+                        Ok(recorded) => recorded,
+                        Err(e) => {
+                            tx.discard().await;
+                            return Err(e);
+                        }
+                    };
                     if let Err(e) = self.run_inline(&mut tx, &recorded).await {
                         tx.discard().await;
                         return Err(e);
@@ -811,10 +913,12 @@ impl StreamStore for PostgresStore {
         self.inner
             .limits
             .check_append(stream, expected, &mut events)?;
-        if self.inner.inline.is_empty() {
-            self.append_pooled(stream, expected, &events).await
+        if !self.inner.inline.is_empty() {
+            self.append_inline(stream, expected, events).await
+        } else if events.is_empty() || events.len() > crate::group::MAX_EVENTS {
+            self.append_pooled(stream, expected, events, true).await
         } else {
-            self.append_inline(stream, expected, &events).await
+            self.append_grouped(stream, expected, events).await
         }
     }
 

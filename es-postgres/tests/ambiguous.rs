@@ -1,8 +1,9 @@
 //! Ambiguous commits (issue 10 item 3): a TCP proxy between the pool and PostgreSQL lets the
 //! commit through and drops the connection before the reply reaches the client. The command
 //! gets `OutcomeUnknown`; retried with the same key it returns the first outcome, and the
-//! stream holds one set of events. Once for a plain append (autocommit) and once for an append
-//! with an inline projection (the reply to `COMMIT` is lost).
+//! stream holds one set of events. Once for a plain append (autocommit), once for an append
+//! with an inline projection (the reply to `COMMIT` is lost), and once for a group commit
+//! (every member learns that its outcome is unknown; each retry returns what was stored).
 
 mod common;
 
@@ -27,6 +28,9 @@ enum KillOn {
     FirstCommand,
     /// The answer that completes a `COMMIT`.
     Commit,
+    /// The first answer that completes an insert of more than one row (a group commit's
+    /// statement; lone one-event appends pass).
+    MultiRowInsert,
 }
 
 #[derive(Default)]
@@ -86,8 +90,19 @@ type Message = (u8, Vec<u8>);
 
 fn completes(answer: &[Message], kill_on: KillOn) -> bool {
     answer.iter().any(|(kind, body)| {
-        *kind == b'C' && (kill_on == KillOn::FirstCommand || body.starts_with(b"COMMIT"))
+        *kind == b'C'
+            && match kill_on {
+                KillOn::FirstCommand => true,
+                KillOn::Commit => body.starts_with(b"COMMIT"),
+                KillOn::MultiRowInsert => inserted_rows(body).is_some_and(|n| n > 1),
+            }
     })
+}
+
+/// The row count of an `INSERT 0 n` command tag.
+fn inserted_rows(tag: &[u8]) -> Option<u64> {
+    let tag = std::str::from_utf8(tag).ok()?.trim_end_matches('\0');
+    tag.strip_prefix("INSERT 0 ")?.parse().ok()
 }
 
 async fn relay(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
@@ -170,19 +185,27 @@ impl Apply<Deposited> for Account {
 /// A store on a fresh schema whose connections go through a new proxy (notifications off, so
 /// that only the commands' own statements pass the proxy), and a direct store on the schema.
 async fn behind_proxy() -> (Proxy, PostgresStore, PostgresStore) {
+    behind_proxy_with(StoreOptions::new(), 2).await
+}
+
+async fn behind_proxy_with(
+    options: StoreOptions,
+    connections: u32,
+) -> (Proxy, PostgresStore, PostgresStore) {
     let direct = common::fresh_store().await;
     let upstream = common::test_options("es_pg_test_proxy");
     let proxy = Proxy::start((upstream.get_host().to_owned(), upstream.get_port())).await;
-    let options = common::test_options(direct.schema())
+    let store_options = options;
+    let proxied_options = common::test_options(direct.schema())
         .host("127.0.0.1")
         .port(proxy.addr.port())
         .ssl_mode(PgSslMode::Disable);
     let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_lazy_with(options);
+        .max_connections(connections)
+        .connect_lazy_with(proxied_options);
     let proxied = PostgresStore::from_pool_with(
         pool,
-        StoreOptions::new()
+        store_options
             .schema(direct.schema())
             .notify(false)
             .listen(false),
@@ -288,4 +311,119 @@ async fn a_lost_reply_to_a_commit_with_an_inline_projection_is_unknown_and_retri
         (2, 2),
         "the inline read model counted each event once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_reply_to_a_group_commit_is_unknown_to_every_member_and_each_retry_converges() {
+    let (proxy, proxied, direct) = behind_proxy_with(StoreOptions::new().group_commit(1), 6).await;
+    // Hold the proxied store's one lane: its append waits on a row a direct transaction holds.
+    let held = StreamId::new("Lane", "held");
+    let mut blocker = direct.begin().await.expect("begin");
+    direct
+        .append_in(
+            &mut blocker,
+            &held,
+            ExpectedVersion::Any,
+            vec![es_core::testing::conformance::event("B", 0)],
+        )
+        .await
+        .expect("blocker");
+    let waiting = {
+        let (proxied, held) = (proxied.clone(), held.clone());
+        tokio::spawn(async move {
+            proxied
+                .append(
+                    &held,
+                    ExpectedVersion::Any,
+                    vec![es_core::testing::conformance::event("W", 1)],
+                )
+                .await
+        })
+    };
+    let observer = common::pool("es_pg_test_observer", 1);
+    let looking = std::time::Instant::now();
+    loop {
+        let waits: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+               AND application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(direct.schema())
+        .fetch_one(&observer)
+        .await
+        .expect("read pg_stat_activity");
+        if waits > 0 {
+            break;
+        }
+        assert!(
+            looking.elapsed() < std::time::Duration::from_secs(30),
+            "the append never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Three members queue behind it; their group's reply will be lost.
+    let members: Vec<(StreamId, Vec<es_core::NewEvent>)> = (0..3)
+        .map(|i| {
+            (
+                StreamId::new("Member", format!("m{i}")),
+                es_core::testing::conformance::events("E", i * 10, 1 + i),
+            )
+        })
+        .collect();
+    let mut pending = Vec::new();
+    for (stream, events) in &members {
+        let (proxied, stream, events) = (proxied.clone(), stream.clone(), events.clone());
+        let mut append: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+            Box::pin(async move {
+                proxied
+                    .append(&stream, ExpectedVersion::NoStream, events)
+                    .await
+            });
+        assert!(futures::poll!(append.as_mut()).is_pending());
+        pending.push(append);
+    }
+    proxy.arm(KillOn::MultiRowInsert);
+    blocker.rollback().await.expect("rollback");
+    waiting
+        .await
+        .expect("task")
+        .expect("the lone append passes the proxy");
+    let outcomes = futures::future::join_all(pending).await;
+    assert_eq!(proxy.kills(), 1, "the proxy dropped the group's reply");
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Err(Error::OutcomeUnknown(_))),
+            "every member of the lost group learns its outcome is unknown: {outcome:?}"
+        );
+    }
+    for (stream, events) in &members {
+        let stored = direct
+            .read_stream(stream, &StreamQuery::all())
+            .await
+            .expect("read");
+        assert_eq!(
+            stored.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            "the lost group committed {stream} whole"
+        );
+        let retried = proxied
+            .append(stream, ExpectedVersion::NoStream, events.clone())
+            .await
+            .expect("the retry with the same ids");
+        assert_eq!(
+            retried
+                .iter()
+                .map(|e| (e.event_id, e.position))
+                .collect::<Vec<_>>(),
+            stored
+                .iter()
+                .map(|e| (e.event_id, e.position))
+                .collect::<Vec<_>>(),
+            "the retry returns the first outcome"
+        );
+        assert_eq!(
+            direct.stream_version(stream).await.expect("version"),
+            events.len() as u64,
+            "one set of events"
+        );
+    }
 }
