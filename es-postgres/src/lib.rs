@@ -88,10 +88,11 @@
 //! Appends with inline projections do the same inside a transaction, and retry a lost race in
 //! a new one, so they keep the plain append's contract.
 //!
-//! **Group commit** ([`StoreOptions::group_commit`], on by default). At most a few plain
-//! appends of a store run at once; appends that arrive meanwhile from other writers (to
+//! **Group commit** ([`StoreOptions::group_commit`], on by default). At most one plain append
+//! per pooled connection but one runs at once; appends that arrive while all are busy (to
 //! other streams) wait and leave together as one statement, one transaction, one
-//! announcement: fewer commits and round trips under load, while a lone writer never waits.
+//! announcement: fewer commits and round trips under load, while a writer never waits for a
+//! partner when a connection is free.
 //! Each member keeps its own outcome: the statement writes a member only if its expectation
 //! holds and none of its ids is stored (else that member alone goes through `es_append`:
 //! conflict, idempotent retry, duplicate id); a statement refused by a unique key (a race
@@ -191,7 +192,7 @@ mod wakeup;
 pub use delivery::ExactlyOnce;
 pub use error::{ConnectError, redact_url};
 pub use projection::InlineProjection;
-pub use store::{DEFAULT_GROUP_COMMIT_LANES, MIGRATOR, PostgresStore, StoreOptions};
+pub use store::{MIGRATOR, PostgresStore, StoreOptions};
 pub use tx::PgTx;
 
 /// The sqlx this crate is built on, for the connection types in its signatures.

@@ -22,13 +22,21 @@ use uuid::Uuid;
 /// subscription must see every committed event exactly once and in position order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_writers_with_late_commits_and_a_live_follower() {
+    many_writers_with_late_commits(StoreOptions::new()).await;
+}
+
+/// The same with two group-commit lanes: most plain appends leave in groups, one
+/// announcement per group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_writers_in_groups_with_late_commits_and_a_live_follower() {
+    many_writers_with_late_commits(StoreOptions::new().group_commit(2)).await;
+}
+
+async fn many_writers_with_late_commits(options: StoreOptions) {
     const WRITERS: usize = 32;
     const APPENDS: usize = 15;
-    let store = common::fresh_store_with(
-        StoreOptions::new().poll_interval(Duration::from_millis(200)),
-        36,
-    )
-    .await;
+    let store =
+        common::fresh_store_with(options.poll_interval(Duration::from_millis(200)), 36).await;
     let start = store.head_position().await.expect("head");
 
     let follower = {
