@@ -1,1 +1,1 @@
-TRUNCATE {schema}.ledger_balances, {schema}.ledger_statement, {schema}.ledger_totals, {schema}.ledger_transfers
+TRUNCATE {schema}.ledger_balances, {schema}.ledger_statement, {schema}.ledger_totals, {schema}.ledger_transfers, {schema}.ledger_trace

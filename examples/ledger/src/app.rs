@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use es_core::{
-    AsOf, CommandKey, Committed, Error, EventSet, ExecuteError, GlobalLogExt, Leases, LocalLeases,
-    LogEvent, Metadata, ParkedEvent, Partition, Progress, RecordedEvent, Repository, Status,
-    StreamId,
+    AsOf, CommandKey, Committed, Error, EventSet, ExecuteError, Leases, LocalLeases, LogEvent,
+    Metadata, ParkedEvent, Partition, Progress, RecordedEvent, Repository, Status, StreamId,
+    StreamQuery,
 };
-use futures::StreamExt;
 use serde::Serialize;
 use tokio::time::{Instant, timeout_at};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -27,6 +27,7 @@ use crate::domain::{
 use crate::effects::{LedgerEvent, TransferRow};
 pub use crate::process::Store;
 use crate::process::{self, Partitions, TransferProcess};
+pub use crate::read_models::Page;
 use crate::read_models::memory::{self, MemoryViews, ViewHandler};
 use crate::read_models::{
     AccountRow, CurrencyTotals, ReadModels, ReadSide, Running, Scope, StatementLine,
@@ -161,7 +162,7 @@ impl AccountCommand {
 }
 
 /// What a successful command wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Receipt {
     /// The aggregate id (account id or transfer id).
     pub id: String,
@@ -176,7 +177,7 @@ pub struct Receipt {
 }
 
 /// The outcome of a transfer request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TransferOutcome {
     /// The transfer id.
     pub transfer_id: Uuid,
@@ -189,7 +190,7 @@ pub struct TransferOutcome {
 }
 
 /// One entry of an audit trail: who did what, when, why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AuditEntry {
     /// Stream, e.g. `Account/alice`.
     pub stream: String,
@@ -213,12 +214,13 @@ pub struct AuditEntry {
     pub causation_id: Option<Uuid>,
     /// The event id.
     pub event_id: Uuid,
-    /// The payload as stored.
+    /// The payload, upcast to the current schema.
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
 }
 
 /// An account's balance at a point in its history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct BalanceAt {
     /// Account id.
     pub account_id: String,
@@ -232,6 +234,28 @@ pub struct BalanceAt {
     pub currency: Option<Currency>,
     /// Status at that point.
     pub status: AccountStatus,
+}
+
+/// One page of a list, and the cursor that asks for the next (`None` on the last page).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Paged<T> {
+    /// The items, in the list's order.
+    pub items: Vec<T>,
+    /// Pass it as `after` for the next page.
+    pub next: Option<String>,
+}
+
+impl<T> Paged<T> {
+    /// The first `limit` of `items` (fetched with one more, to tell whether a next page
+    /// exists); the cursor is `cursor` of the last item kept.
+    fn of<C: ToString>(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> C) -> Self {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = more
+            .then(|| items.last().map(|i| cursor(i).to_string()))
+            .flatten();
+        Self { items, next }
+    }
 }
 
 /// How a ledger runs; [`Options::default`] suits one process on any store.
@@ -521,11 +545,17 @@ impl<S: Store> Ledger<S> {
             .collect())
     }
 
-    /// An account's statement: every movement with the running balance.
-    pub async fn statement(&self, id: &str) -> Result<Vec<StatementLine>, AppError> {
+    /// An account's statement: its movements with the running balance, by version.
+    pub async fn statement(
+        &self,
+        id: &str,
+        page: Page<u64>,
+    ) -> Result<Paged<StatementLine>, AppError> {
         validate_account_id(id)?;
-        let lines = self.read(Scope::Statement(id)).await?.statements.remove(id);
-        lines.ok_or_else(|| AppError::NotFound(format!("account {id}")))
+        let lines = self.read(Scope::Statement(id, page.plus_one())).await?;
+        let lines = lines.statements.into_values().next();
+        let lines = lines.ok_or_else(|| AppError::NotFound(format!("account {id}")))?;
+        Ok(Paged::of(lines, page.limit, |l| l.version))
     }
 
     /// Ledger-wide totals per currency.
@@ -533,14 +563,15 @@ impl<S: Store> Ledger<S> {
         Ok(self.read(Scope::Totals).await?.totals)
     }
 
-    /// Every transfer, as the read side sees it.
-    pub async fn transfers(&self) -> Result<Vec<TransferRow>, AppError> {
-        Ok(self
-            .read(Scope::Transfers)
+    /// The transfers, as the read side sees them, by id.
+    pub async fn transfers(&self, page: Page<Uuid>) -> Result<Paged<TransferRow>, AppError> {
+        let rows = self
+            .read(Scope::Transfers(page.plus_one()))
             .await?
-            .transfers
-            .into_values()
-            .collect())
+            .transfers;
+        Ok(Paged::of(rows.into_values().collect(), page.limit, |t| {
+            t.id
+        }))
     }
 
     /// Every read model as one consistent value.
@@ -556,41 +587,61 @@ impl<S: Store> Ledger<S> {
             .map_err(|problems| AppError::Inconsistent(problems.join("; ")))
     }
 
-    /// The full history of an account: who did what, when, as part of which flow.
-    pub async fn audit(&self, id: &str) -> Result<Vec<AuditEntry>, AppError> {
+    /// An account's history, by version: who did what, when, as part of which flow.
+    pub async fn audit(&self, id: &str, page: Page<u64>) -> Result<Paged<AuditEntry>, AppError> {
         validate_account_id(id)?;
-        let history = self.inner.accounts.history(id).await?;
-        if history.is_empty() {
-            return Err(AppError::NotFound(format!("account {id}")));
+        let after = page.after.unwrap_or(0);
+        let mut query = StreamQuery::after(after);
+        query.to_version = Some(after.saturating_add(page.plus_one().limit as u64));
+        let stream = StreamId::new("Account", id);
+        let history = self.inner.store.read_stream(&stream, &query).await?;
+        let mut currency = match after {
+            0 => None,
+            _ => self.load_account(id).await?.currency().cloned(),
+        };
+        if history.is_empty() && currency.is_none() {
+            self.load_account(id).await?; // not found, unless past the end
         }
-        let mut currency = None;
-        history
-            .iter()
-            .map(|event| audit_entry(event, &mut currency))
-            .collect()
+        let entries = history.iter().map(|e| audit_entry(e, &mut currency));
+        Ok(Paged::of(
+            entries.collect::<Result<_, _>>()?,
+            page.limit,
+            |e| e.version,
+        ))
     }
 
     /// Every event of one flow (a request and everything it caused), across streams, in
-    /// global order. Scans the log as far as the read models have seen.
-    pub async fn trace(&self, correlation_id: Uuid) -> Result<Vec<AuditEntry>, AppError> {
-        self.floor().await?;
-        let currencies: BTreeMap<String, Currency> = self
-            .balances()
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row.currency))
-            .collect();
-        let filter = LedgerEvent::filter();
-        let mut events = self.inner.store.stream_all(0, 1_000, filter);
-        let mut entries = Vec::new();
-        while let Some(event) = events.next().await {
-            let event = event?;
-            if event.metadata.correlation_id == Some(correlation_id) {
-                let mut currency = currencies.get(&event.stream.aggregate_id).cloned();
-                entries.push(audit_entry(&event, &mut currency)?);
-            }
+    /// global order: from the read models' index by correlation id, as far as they have seen.
+    pub async fn trace(
+        &self,
+        correlation_id: Uuid,
+        page: Page<u64>,
+    ) -> Result<Paged<AuditEntry>, AppError> {
+        let index = self
+            .read(Scope::Trace(correlation_id, page.plus_one()))
+            .await?;
+        let refs: Vec<(u64, Uuid)> = index.traces.into_values().flatten().collect();
+        let refs = Paged::of(refs, page.limit, |(position, _)| *position);
+        let mut currencies = BTreeMap::new();
+        let mut items = Vec::with_capacity(refs.items.len());
+        for (position, event_id) in refs.items {
+            let event = self.inner.store.read_event(event_id).await?;
+            let lost = || AppError::Inconsistent(format!("trace: no event at {position}"));
+            let event = event.ok_or_else(lost)?;
+            let account = &event.stream.aggregate_id;
+            let mut currency = match event.stream.aggregate_type.as_str() {
+                "Account" if !currencies.contains_key(account) => {
+                    let found = self.load_account(account).await?.currency().cloned();
+                    currencies.entry(account.clone()).or_insert(found).clone()
+                }
+                _ => currencies.get(account).cloned().flatten(),
+            };
+            items.push(audit_entry(&event, &mut currency)?);
         }
-        Ok(entries)
+        Ok(Paged {
+            items,
+            next: refs.next,
+        })
     }
 
     /// An account's balance as of a stream version or a moment.

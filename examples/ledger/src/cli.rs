@@ -1,17 +1,19 @@
 //! The command line (clap, derive): a subcommand for every command and query, `demo`,
-//! `serve`, `rebuild` and `status`. `main.rs` opens the store and runs them here.
+//! `serve`, `relay`, `rebuild` and `status`. `main.rs` opens the store and runs them here.
 
 use std::error::Error as StdError;
 use std::io::Write;
-use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use es_core::{AsOf, CommandKey, Metadata};
+use serde::Serialize;
 use uuid::Uuid;
 
-use crate::app::{AccountCommand, Cmd, Ledger, Store};
+use crate::app::{AccountCommand, Cmd, Ledger, Page, Store};
+use crate::broker::Broker;
 use crate::domain::{Currency, Money};
+use crate::http::HttpOptions;
 use crate::report;
 use crate::storage::StorageArgs;
 
@@ -45,9 +47,28 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Log lines as text or JSON (on stderr; `RUST_LOG` filters them, default `info`).
+    #[arg(
+        long,
+        env = "LEDGER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line, with the spans as fields.
+    Json,
 }
 
 /// The subcommands.
@@ -56,11 +77,9 @@ pub enum Command {
     /// Run a scripted scenario and print a report.
     Demo,
     /// Serve the HTTP JSON API.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:3000")]
-        addr: SocketAddr,
-    },
+    Serve(ServeArgs),
+    /// Relay the log to a broker, exactly once, until Ctrl-C (one relay per broker is active).
+    Relay(RelayArgs),
     /// Open an account.
     Open {
         /// Account id (letters, digits, '-', '_').
@@ -133,6 +152,46 @@ pub enum Command {
     Status,
 }
 
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTP limits and timeouts.
+    #[command(flatten)]
+    pub http: HttpOptions,
+    /// Build the read models from a broker (`redis://…` or `nats://…`) that `ledger relay`
+    /// feeds, instead of from the store.
+    #[arg(long, env = "LEDGER_READ_FROM")]
+    pub read_from: Option<Broker>,
+    /// The broker's key prefix (Redis) or stream (NATS).
+    #[arg(long, env = "LEDGER_BROKER_NAME", default_value = "events")]
+    pub broker_name: String,
+}
+
+/// Options of `relay`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false, id = "broker")]
+pub struct RelayArgs {
+    /// Relay to Redis Streams at this URL.
+    #[arg(long, group = "broker")]
+    pub redis: Option<String>,
+    /// Relay to NATS JetStream at this URL.
+    #[arg(long, group = "broker")]
+    pub nats: Option<String>,
+    /// The broker's key prefix (Redis) or stream (NATS).
+    #[arg(long, env = "LEDGER_BROKER_NAME", default_value = "events")]
+    pub broker_name: String,
+}
+
+impl RelayArgs {
+    /// The broker chosen.
+    pub fn broker(&self) -> Broker {
+        match (&self.redis, &self.nats) {
+            (Some(url), _) => Broker::Redis(url.clone()),
+            (None, url) => Broker::Nats(url.clone().unwrap_or_default()),
+        }
+    }
+}
+
 /// Arguments of a deposit or withdrawal.
 #[derive(Debug, Args)]
 pub struct Movement {
@@ -170,26 +229,36 @@ impl Cli {
     }
 }
 
-/// Runs one subcommand (all but `serve`) against `ledger`, writing the report to `out`.
+/// Writes `value` as JSON with `--json`, else as `text` renders it.
+fn show<T: Serialize, W: Write + ?Sized>(
+    out: &mut W,
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&mut W, &T) -> std::io::Result<()>,
+) -> Result<(), CliError> {
+    Ok(if json {
+        report::json(out, value)
+    } else {
+        text(out, value)
+    }?)
+}
+
+/// Runs one subcommand (all but `serve` and `relay`) against `ledger`, writing the report to
+/// `out`.
 pub async fn execute<S: Store>(
     ledger: &Ledger<S>,
     cli: Cli,
     out: &mut (impl Write + Send),
 ) -> Result<(), CliError> {
     let (cmd, json) = (cli.cmd(), cli.json);
-    let mut account_command = async |id: &str, command| {
+    let mut on_account = async |id: &str, command| {
         let receipt = ledger.on_account(cmd.clone(), id, command).await?;
         let row = ledger.account_after(id, receipt.position).await?;
-        if json {
-            report::json(out, &row)
-        } else {
-            report::account(out, &row)
-        }?;
-        Ok::<_, CliError>(())
+        show(out, json, &row, report::account)
     };
     match cli.command {
         Command::Demo => crate::demo::run(ledger, out).await?,
-        Command::Serve { .. } => return Err("serve is run by main".into()),
+        Command::Serve(_) | Command::Relay(_) => return Err("run by main".into()),
         Command::Open {
             id,
             owner,
@@ -198,29 +267,24 @@ pub async fn execute<S: Store>(
         } => {
             let currency: Currency = currency.parse()?;
             let overdraft_limit = Money::parse(&overdraft, currency.clone())?.minor;
-            account_command(
-                &id,
-                AccountCommand::Open {
-                    owner,
-                    currency,
-                    overdraft_limit,
-                },
-            )
-            .await?;
+            let open = AccountCommand::Open {
+                owner,
+                currency,
+                overdraft_limit,
+            };
+            on_account(&id, open).await?;
         }
         Command::Deposit(m) => {
             let amount = parse_amount(ledger, &m.account, &m.amount).await?;
-            account_command(&m.account, AccountCommand::Deposit(amount, m.reference)).await?;
+            on_account(&m.account, AccountCommand::Deposit(amount, m.reference)).await?;
         }
         Command::Withdraw(m) => {
             let amount = parse_amount(ledger, &m.account, &m.amount).await?;
-            account_command(&m.account, AccountCommand::Withdraw(amount, m.reference)).await?;
+            on_account(&m.account, AccountCommand::Withdraw(amount, m.reference)).await?;
         }
-        Command::Freeze(r) => account_command(&r.account, AccountCommand::Freeze(r.reason)).await?,
-        Command::Unfreeze(r) => {
-            account_command(&r.account, AccountCommand::Unfreeze(r.reason)).await?;
-        }
-        Command::Close(r) => account_command(&r.account, AccountCommand::Close(r.reason)).await?,
+        Command::Freeze(r) => on_account(&r.account, AccountCommand::Freeze(r.reason)).await?,
+        Command::Unfreeze(r) => on_account(&r.account, AccountCommand::Unfreeze(r.reason)).await?,
+        Command::Close(r) => on_account(&r.account, AccountCommand::Close(r.reason)).await?,
         Command::Transfer {
             from,
             to,
@@ -231,11 +295,9 @@ pub async fn execute<S: Store>(
             let outcome = ledger
                 .transfer(cmd, &from, &to, &amount, &reference)
                 .await?;
-            if json {
-                report::json(out, &outcome)
-            } else {
-                writeln!(out, "{}", report::outcome(&outcome))
-            }?;
+            show(out, json, &outcome, |out, o| {
+                writeln!(out, "{}", report::outcome(o))
+            })?;
         }
         Command::Balance {
             account,
@@ -244,65 +306,38 @@ pub async fn execute<S: Store>(
         } => {
             let as_of = at.map_or(AsOf::Version(version.unwrap_or(u64::MAX)), AsOf::Time);
             let b = ledger.balance_as_of(&account, as_of).await?;
-            if json {
-                report::json(out, &b)?;
-            } else {
+            show(out, json, &b, |out, b| {
                 let currency = b.currency.as_ref().map_or("", Currency::as_str);
-                let (display, version, status) = (&b.balance_display, b.version, b.status.as_str());
+                let (display, version, status) = (&b.balance_display, b.version, b.status);
                 writeln!(
                     out,
                     "{account}: {display} {currency} at version {version} ({status})"
-                )?;
-            }
+                )
+            })?;
         }
-        Command::Balances => {
-            let rows = ledger.balances().await?;
-            if json {
-                report::json(out, &rows)
-            } else {
-                report::balances(out, &rows)
-            }?;
-        }
+        Command::Balances => show(out, json, &ledger.balances().await?, |o, r| {
+            report::balances(o, r)
+        })?,
         Command::Statement { account } => {
-            let lines = ledger.statement(&account).await?;
-            if json {
-                report::json(out, &lines)?;
-            } else {
-                report::statement(out, &lines, &ledger.account(&account).await?.currency)?;
-            }
+            let lines = ledger.statement(&account, Page::all()).await?.items;
+            let currency = ledger.account(&account).await?.currency;
+            show(out, json, &lines, |out, lines| {
+                report::statement(out, lines, &currency)
+            })?;
         }
         Command::History { account } => {
-            let entries = ledger.audit(&account).await?;
-            if json {
-                report::json(out, &entries)
-            } else {
-                report::audit(out, &entries)
-            }?;
+            let entries = ledger.audit(&account, Page::all()).await?.items;
+            show(out, json, &entries, |o, e| report::audit(o, e))?;
         }
         Command::Trace { correlation_id } => {
-            let entries = ledger.trace(correlation_id).await?;
-            if json {
-                report::json(out, &entries)
-            } else {
-                report::audit(out, &entries)
-            }?;
+            let entries = ledger.trace(correlation_id, Page::all()).await?.items;
+            show(out, json, &entries, |o, e| report::audit(o, e))?;
         }
         Command::Transfers => {
-            let rows = ledger.transfers().await?;
-            if json {
-                report::json(out, &rows)
-            } else {
-                report::transfers(out, &rows)
-            }?;
+            let rows = ledger.transfers(Page::all()).await?.items;
+            show(out, json, &rows, |o, r| report::transfers(o, r))?;
         }
-        Command::Totals => {
-            let totals = ledger.totals().await?;
-            if json {
-                report::json(out, &totals)
-            } else {
-                report::totals(out, &totals)
-            }?;
-        }
+        Command::Totals => show(out, json, &ledger.totals().await?, report::totals)?,
         Command::Rebuild => {
             let p = report::rebuild(ledger).await?;
             let (events, took) = (p.done, p.elapsed);

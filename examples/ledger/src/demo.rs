@@ -8,7 +8,7 @@ use es_core::{AsOf, ExpectedVersion, Metadata, NewEvent, StreamId};
 use serde_json::value::to_raw_value;
 use uuid::Uuid;
 
-use crate::app::{AccountCommand as A, AppError, Ledger, Store, TransferOutcome};
+use crate::app::{AccountCommand as A, AppError, Ledger, Page, Store, TransferOutcome};
 use crate::domain::{Currency, Money};
 use crate::report;
 use es_core::BoxError as CliError;
@@ -178,7 +178,7 @@ pub async fn run<S: Store>(
         "5. Schema evolution: a deposit stored by version 1 of the app",
     )?;
     import_legacy_account(ledger, &erin, &eur).await?;
-    for e in ledger.audit(&erin).await? {
+    for e in ledger.audit(&erin, Page::all()).await?.items {
         let (v, name, schema, what) = (e.version, &e.event, e.schema_version, &e.description);
         writeln!(out, "  v{v} {name} (schema v{schema}) -> {what}")?;
     }
@@ -220,13 +220,17 @@ pub async fn run<S: Store>(
     )?;
 
     heading(out, &format!("8. Statement of {alice} (running balance)"))?;
-    report::statement(out, &ledger.statement(&alice).await?, &eur)?;
+    report::statement(
+        out,
+        &ledger.statement(&alice, Page::all()).await?.items,
+        &eur,
+    )?;
 
     heading(
         out,
         &format!("9. Audit trail of {alice}: who, what, when, which flow"),
     )?;
-    report::audit(out, &ledger.audit(&alice).await?)?;
+    report::audit(out, &ledger.audit(&alice, Page::all()).await?.items)?;
 
     if let Some(correlation) = compensated.correlation_id {
         let short = report::short(&correlation);
@@ -234,7 +238,7 @@ pub async fn run<S: Store>(
             out,
             &format!("10. Trace of the compensated transfer (correlation {short})"),
         )?;
-        report::audit(out, &ledger.trace(correlation).await?)?;
+        report::audit(out, &ledger.trace(correlation, Page::all()).await?.items)?;
     }
 
     heading(out, "11. Totals per currency (money is conserved)")?;

@@ -17,7 +17,7 @@ es_core::log_events! {
 }
 
 /// One account's current state, as the read side sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AccountRow {
     /// Account id.
     pub id: String,
@@ -50,7 +50,7 @@ impl AccountRow {
 }
 
 /// One movement on a statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StatementLine {
     /// Stream version of the event.
     #[sqlx(try_from = "i64")]
@@ -75,7 +75,7 @@ pub struct StatementLine {
 }
 
 /// A transfer, as the read side sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TransferRow {
     /// Transfer id.
     pub id: Uuid,

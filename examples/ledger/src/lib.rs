@@ -14,7 +14,8 @@
 //!   ([`read_models::memory`]) or in PostgreSQL tables ([`read_models::tables`]).
 //! - [`process`]: the transfer process manager, a consumer on es-core's runtime.
 //! - [`app`]: [`Ledger`], commands and queries.
-//! - [`report`], [`cli`], [`demo`], [`http`]: the interfaces; [`storage`]: the stores.
+//! - [`report`], [`cli`], [`demo`], [`http`]: the interfaces; [`storage`]: the stores;
+//!   [`broker`]: the log relayed to Redis or NATS, and read models built from there.
 //!
 //! ## Transfers: a Transfer aggregate plus a process manager
 //!
@@ -43,6 +44,7 @@
 //! else a fresh one.
 
 pub mod app;
+pub mod broker;
 pub mod cli;
 pub mod demo;
 pub mod domain;

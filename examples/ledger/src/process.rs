@@ -15,8 +15,9 @@
 //! refused settlement (the source was never debited) reverses the credit (compensated).
 //! Should two runners ever overlap (a lease lost mid-batch), the one whose step lost the race
 //! undoes its own effect: a debit that lands on a rejected transfer is refunded, and a credit
-//! that lands on a failed one is reversed. Anything else the domain refuses is an error: the
-//! runtime retries it with backoff, then parks the event ([`PoisonPolicy::Park`]) and goes on.
+//! that lands on a failed one is reversed. Anything else the domain refuses is a permanent
+//! error ([`es_core::permanent`]): the runtime parks the event at once
+//! ([`PoisonPolicy::Park`]) and goes on; a store failure is retried with backoff first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,7 +125,7 @@ impl<S: Store> TransferProcess<S> {
     /// Takes the next step of the transfer `record` belongs to, if `record` is its latest.
     pub async fn react(&self, record: &RecordedEvent) -> Result<(), BoxError> {
         let id = record.stream.aggregate_id.as_str();
-        let transfer_id: Uuid = id.parse()?;
+        let transfer_id: Uuid = id.parse().map_err(es_core::permanent)?;
         let transfer = self.transfers.load(id).await?;
         let Some(amount) = transfer
             .amount()
@@ -204,9 +205,10 @@ impl<S: Store> TransferProcess<S> {
     }
 }
 
-/// A refusal the process cannot turn into an outcome: an error, retried, then parked.
+/// A refusal the process cannot turn into an outcome: a permanent error, parked at once
+/// (retrying cannot change the domain's answer).
 fn refused(outcome: Result<(), LedgerError>) -> Result<(), BoxError> {
-    Ok(outcome.map_err(|why| format!("step refused: {why}"))?)
+    outcome.map_err(|why| es_core::permanent(format!("step refused: {why}")))
 }
 
 /// The commands issued in reaction to one event.

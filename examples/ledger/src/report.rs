@@ -198,3 +198,37 @@ pub async fn rebuild<S: Store>(ledger: &Ledger<S>) -> std::result::Result<Progre
     bar.finish_and_clear();
     progress
 }
+
+/// `text` with the password of every URL in it (`scheme://user:password@host`) and every
+/// `password=…` parameter replaced by `***`: log lines and error messages pass through it.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let (head, tail) = rest.split_at(start + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || "/?#\"'".contains(c))
+            .unwrap_or(tail.len());
+        match tail[..end]
+            .rfind('@')
+            .and_then(|at| Some((at, tail[..at].find(':')?)))
+        {
+            Some((at, colon)) => out.push_str(&format!("{}:***{}", &tail[..colon], &tail[at..end])),
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    let mut redacted = String::with_capacity(out.len());
+    let mut parts = out.split("password=");
+    redacted.push_str(parts.next().unwrap_or_default());
+    for part in parts {
+        let end = part
+            .find(|c: char| c.is_whitespace() || "&\"'".contains(c))
+            .unwrap_or(part.len());
+        redacted.push_str("password=***");
+        redacted.push_str(&part[end..]);
+    }
+    redacted
+}

@@ -7,19 +7,19 @@
 //! - memory, for the length of one command, with `--memory`.
 //!
 //! The process manager's partitions are leased by the store itself, so processes sharing a
-//! file or a schema share the work.
+//! file or a schema share the work. A process that stops gives its leases back at once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Args;
 use es_core::{Leases, MemoryStore};
 use es_postgres::{PostgresStore, StoreOptions};
-use es_sqlite::{SqliteStore, StoreOptions as SqliteOptions};
+use es_sqlite::SqliteStore;
 use uuid::Uuid;
 
 use crate::app::{AppError, Ledger, Options, Store};
+use crate::broker::Broker;
 use crate::read_models::ReadSide;
 use crate::read_models::tables::TableViews;
 
@@ -54,30 +54,30 @@ pub enum Opened {
 }
 
 /// What the command needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    /// Commands and queries on accounts: no process manager.
-    Accounts,
-    /// Transfers: the process manager runs (`transfer`).
-    Transfers,
-    /// The HTTP API, long-lived: the process manager runs.
-    Serve,
-    /// The demo: transfers, and on PostgreSQL without a schema, a fresh one.
-    Demo,
+#[derive(Debug, Clone, Default)]
+pub struct Need {
+    /// Whether the process manager runs (transfers, `serve`, `demo`).
+    pub process: bool,
+    /// `demo`: on PostgreSQL without a schema, a fresh one.
+    pub demo: bool,
+    /// Read models from this broker (and broker name) instead of the store.
+    pub read_from: Option<(Broker, String)>,
 }
 
 /// Opens the ledger where `args` say, with what the command needs. `demo` on PostgreSQL
 /// without a schema runs in a fresh schema, named on stderr.
 pub async fn open(args: &StorageArgs, need: Need) -> Result<Opened, AppError> {
-    let process = need != Need::Accounts;
-    let demo = need == Need::Demo;
+    let read_side = match &need.read_from {
+        Some((broker, name)) => Some(broker.read_side(name).await?),
+        None => None,
+    };
     if args.memory {
         return Ok(Opened::Memory(
-            with_leases(MemoryStore::new(), None, process).await?,
+            with_leases(MemoryStore::new(), read_side, need.process).await?,
         ));
     }
     if let Some(url) = args.database_url.as_deref().filter(|url| !url.is_empty()) {
-        let schema = match (&args.schema, demo) {
+        let schema = match (&args.schema, need.demo) {
             (Some(schema), _) => schema.clone(),
             (None, true) => {
                 let schema = format!("ledger_demo_{}", &Uuid::now_v7().simple().to_string()[20..]);
@@ -88,18 +88,23 @@ pub async fn open(args: &StorageArgs, need: Need) -> Result<Opened, AppError> {
             }
             (None, false) => "public".to_owned(),
         };
-        return Ok(Opened::Postgres(postgres(url, &schema, process).await?));
+        let store = PostgresStore::connect_with(url, StoreOptions::new().schema(&schema)).await?;
+        let read_side = match read_side {
+            Some(read_side) => read_side,
+            None => Box::new(TableViews::open(store.clone()).await?),
+        };
+        return Ok(Opened::Postgres(
+            with_leases(store, Some(read_side), need.process).await?,
+        ));
     }
     let path = args
         .data
         .clone()
         .unwrap_or_else(|| PathBuf::from("ledger.db"));
-    // A process that exits leaves its leases to expire (their release runs on a task the
-    // exit cuts short): short-lived commands take short leases, so the next command waits
-    // at most that long for a partition.
-    let ttl = Duration::from_secs(if need == Need::Serve { 10 } else { 1 });
-    let store = SqliteStore::open_with(path, SqliteOptions::new().lease_ttl(ttl)).await?;
-    Ok(Opened::Sqlite(with_leases(store, None, process).await?))
+    let store = SqliteStore::open(path).await?;
+    Ok(Opened::Sqlite(
+        with_leases(store, read_side, need.process).await?,
+    ))
 }
 
 /// The ledger on PostgreSQL in `schema` (created and migrated if needed), its read models in

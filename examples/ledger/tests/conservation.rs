@@ -13,6 +13,7 @@ use es_core::{
     ExpectedVersion, GlobalLog, MemoryStore, Metadata, NewEvent, Repository, RetryPolicy, StreamId,
     StreamStore,
 };
+use ledger::app::Page;
 use ledger::domain::{Money, TransferEvent, TransferStatus};
 use ledger::process::{self, Partitions, TransferProcess};
 use ledger::{AccountCommand, Ledger, Options};
@@ -211,9 +212,10 @@ async fn a_transfer_whose_settle_is_rejected_gets_compensated() {
     assert_eq!(outcome.status, TransferStatus::Compensated, "{outcome:?}");
     ledger.wait_idle().await.unwrap();
     let history: Vec<String> = ledger
-        .audit("bob")
+        .audit("bob", Page::all())
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|e| e.event)
         .collect();

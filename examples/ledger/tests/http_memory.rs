@@ -229,7 +229,15 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
         (api.balance("ada").await, api.balance("bob").await),
         (300, 200)
     );
-    assert_eq!(ledger.transfers().await.unwrap().len(), 1);
+    assert_eq!(
+        ledger
+            .transfers(ledger::app::Page::all())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
 
     // The same key for another request is refused.
     let (status, body) = api

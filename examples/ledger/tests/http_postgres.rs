@@ -87,7 +87,7 @@ async fn two_servers_share_the_read_model_tables() {
         (300, 200)
     );
     let (_, lines) = one.get("/accounts/bob/statement").await;
-    assert_eq!(lines.as_array().map(Vec::len), Some(4), "{lines}");
+    assert_eq!(lines["items"].as_array().map(Vec::len), Some(4), "{lines}");
     first.wait_idle().await.unwrap();
     second.wait_idle().await.unwrap();
     let fresh = first.fresh_read_models().await.unwrap();

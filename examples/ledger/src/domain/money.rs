@@ -15,8 +15,11 @@ use super::LedgerError;
 /// assert_eq!(eur.as_str(), "EUR");
 /// assert!("eur".parse::<Currency>().is_err());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "EUR")]
 pub struct Currency(String);
 
 impl Currency {

@@ -9,18 +9,20 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use uuid::Uuid;
 
 use es_core::Error;
 
 use crate::app::AppError;
 use crate::domain::LedgerError;
 
-/// An error response: a status and a JSON body `{"error": {"code", "message"}}`.
+/// An error response: a status and a JSON body `{"error": {"code", "message", "error_id"?}}`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    error_id: Option<Uuid>,
 }
 
 /// The result of a handler.
@@ -29,10 +31,27 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let message = message.into();
         Self {
             status,
             code,
-            message: message.into(),
+            message,
+            error_id: None,
+        }
+    }
+
+    /// A 500 with a generic message and a fresh error id; `detail` is logged under that id
+    /// (with the request's span: its id, method and path), never sent.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        let error_id = Uuid::now_v7();
+        tracing::error!(%error_id, error = %detail, "request failed");
+        let message = format!("internal error {error_id}: the server log has the detail");
+        let status = StatusCode::INTERNAL_SERVER_ERROR;
+        Self {
+            status,
+            code: "internal",
+            message,
+            error_id: Some(error_id),
         }
     }
 
@@ -44,7 +63,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let (code, message, error_id) = (self.code, self.message, self.error_id);
+        let body = json!({ "error": { "code": code, "message": message, "error_id": error_id } });
         (self.status, Json(body)).into_response()
     }
 }
@@ -71,10 +91,7 @@ impl From<AppError> for ApiError {
                 "idempotency_key_reused",
                 message,
             ),
-            AppError::Store(_) | AppError::Inconsistent(_) => {
-                tracing::error!(%message, "request failed");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-            }
+            AppError::Store(_) | AppError::Inconsistent(_) => Self::internal(&message),
         }
     }
 }

@@ -5,147 +5,141 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use es_core::AsOf;
-use serde_json::json;
+use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use super::Shared;
-use super::dto::{self, Amount, BalanceQuery, CommandHeaders, OpenAccount, Reason, TransferBody};
+use super::dto::{
+    AccountChange, Amount, BalanceQuery, CommandHeaders, ConsumerStatus, Health, OpenAccount,
+    PageQuery, Reason, TransferBody,
+};
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult};
-use crate::app::{AccountCommand, Cmd, Store};
+use crate::app::{AccountCommand, Ledger, Store};
 
-type S<T> = State<Shared<T>>;
+type S<T> = State<Ledger<T>>;
 
-/// Runs an account command and answers its receipt with the account's row after it.
-async fn account_command<T: Store>(
-    state: &Shared<T>,
-    cmd: Cmd,
-    id: &str,
-    command: AccountCommand,
-) -> ApiResult<Json<serde_json::Value>> {
-    let receipt = state.ledger.on_account(cmd, id, command).await?;
-    let row = state.ledger.account_after(id, receipt.position).await?;
-    Ok(Json(json!({ "receipt": receipt, "account": row })))
+fn ok(value: impl serde::Serialize) -> ApiResult<Response> {
+    Ok(Json(value).into_response())
+}
+
+fn body<T: DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid body: {e}")))
+}
+
+/// `POST /accounts/{id}/deposits`, `/withdrawals`, `/freeze`, `/unfreeze`, `/close`.
+pub(super) async fn account_command<T: Store>(
+    State(ledger): S<T>,
+    Path((id, command)): Path<(String, String)>,
+    CommandHeaders(cmd): CommandHeaders,
+    ApiJson(value): ApiJson<serde_json::Value>,
+) -> ApiResult<Response> {
+    let command = match command.as_str() {
+        "deposits" | "withdrawals" => {
+            let b: Amount = body(value)?;
+            let amount = super::dto::money(b.amount, &b.currency)?;
+            match command.as_str() {
+                "deposits" => AccountCommand::Deposit(amount, b.reference),
+                _ => AccountCommand::Withdraw(amount, b.reference),
+            }
+        }
+        "freeze" => AccountCommand::Freeze(body::<Reason>(value)?.reason),
+        "unfreeze" => AccountCommand::Unfreeze(body::<Reason>(value)?.reason),
+        "close" => AccountCommand::Close(body::<Reason>(value)?.reason),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route",
+            ));
+        }
+    };
+    let receipt = ledger.on_account(cmd, &id, command).await?;
+    let account = ledger.account_after(&id, receipt.position).await?;
+    ok(AccountChange { receipt, account })
 }
 
 pub(super) async fn open_account<T: Store>(
-    State(state): S<T>,
+    State(ledger): S<T>,
     CommandHeaders(cmd): CommandHeaders,
-    ApiJson(body): ApiJson<OpenAccount>,
+    ApiJson(b): ApiJson<OpenAccount>,
 ) -> ApiResult<Response> {
-    let (owner, currency, overdraft_limit) =
-        (body.owner, body.currency.parse()?, body.overdraft_limit);
+    let (owner, currency, overdraft_limit) = (b.owner, b.currency.parse()?, b.overdraft_limit);
     let open = AccountCommand::Open {
         owner,
         currency,
         overdraft_limit,
     };
-    let created = account_command(&state, cmd, &body.id, open).await?;
-    Ok((StatusCode::CREATED, created).into_response())
-}
-
-pub(super) async fn deposit<T: Store>(
-    State(state): S<T>,
-    Path(id): Path<String>,
-    CommandHeaders(cmd): CommandHeaders,
-    ApiJson(b): ApiJson<Amount>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let command = AccountCommand::Deposit(dto::money(b.amount, &b.currency)?, b.reference);
-    account_command(&state, cmd, &id, command).await
-}
-
-pub(super) async fn withdraw<T: Store>(
-    State(state): S<T>,
-    Path(id): Path<String>,
-    CommandHeaders(cmd): CommandHeaders,
-    ApiJson(b): ApiJson<Amount>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let command = AccountCommand::Withdraw(dto::money(b.amount, &b.currency)?, b.reference);
-    account_command(&state, cmd, &id, command).await
-}
-
-pub(super) async fn freeze<T: Store>(
-    State(state): S<T>,
-    Path(id): Path<String>,
-    CommandHeaders(cmd): CommandHeaders,
-    ApiJson(b): ApiJson<Reason>,
-) -> ApiResult<Json<serde_json::Value>> {
-    account_command(&state, cmd, &id, AccountCommand::Freeze(b.reason)).await
-}
-
-pub(super) async fn unfreeze<T: Store>(
-    State(state): S<T>,
-    Path(id): Path<String>,
-    CommandHeaders(cmd): CommandHeaders,
-    ApiJson(b): ApiJson<Reason>,
-) -> ApiResult<Json<serde_json::Value>> {
-    account_command(&state, cmd, &id, AccountCommand::Unfreeze(b.reason)).await
-}
-
-pub(super) async fn close<T: Store>(
-    State(state): S<T>,
-    Path(id): Path<String>,
-    CommandHeaders(cmd): CommandHeaders,
-    ApiJson(b): ApiJson<Reason>,
-) -> ApiResult<Json<serde_json::Value>> {
-    account_command(&state, cmd, &id, AccountCommand::Close(b.reason)).await
+    let receipt = ledger.on_account(cmd, &b.id, open).await?;
+    let account = ledger.account_after(&b.id, receipt.position).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AccountChange { receipt, account }),
+    )
+        .into_response())
 }
 
 pub(super) async fn transfer<T: Store>(
-    State(state): S<T>,
+    State(ledger): S<T>,
     CommandHeaders(cmd): CommandHeaders,
     ApiJson(b): ApiJson<TransferBody>,
 ) -> ApiResult<Response> {
-    let amount = dto::money(b.amount, &b.currency)?;
-    let outcome = state
-        .ledger
+    let amount = super::dto::money(b.amount, &b.currency)?;
+    let outcome = ledger
         .transfer(cmd, &b.from, &b.to, &amount, &b.reference)
         .await?;
     Ok((StatusCode::CREATED, Json(outcome)).into_response())
 }
 
-pub(super) async fn balances<T: Store>(State(state): S<T>) -> ApiResult<Response> {
-    Ok(Json(state.ledger.balances().await?).into_response())
+pub(super) async fn balances<T: Store>(State(ledger): S<T>) -> ApiResult<Response> {
+    ok(ledger.balances().await?)
 }
 
 pub(super) async fn account<T: Store>(
-    State(state): S<T>,
+    State(ledger): S<T>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(Json(state.ledger.account(&id).await?).into_response())
+    ok(ledger.account(&id).await?)
 }
 
 pub(super) async fn statement<T: Store>(
-    State(state): S<T>,
+    State(ledger): S<T>,
     Path(id): Path<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
-    Ok(Json(state.ledger.statement(&id).await?).into_response())
+    ok(ledger.statement(&id, page.page()?).await?)
 }
 
 pub(super) async fn history<T: Store>(
-    State(state): S<T>,
+    State(ledger): S<T>,
     Path(id): Path<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
-    Ok(Json(state.ledger.audit(&id).await?).into_response())
+    ok(ledger.audit(&id, page.page()?).await?)
 }
 
 pub(super) async fn balance_as_of<T: Store>(
-    State(state): S<T>,
+    State(ledger): S<T>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<BalanceQuery>,
 ) -> ApiResult<Response> {
     let as_of = match (query.version, query.at) {
         (Some(_), Some(_)) => {
-            let message = "give either version or at, not both";
-            return Err(ApiError::bad_request("invalid_query", message));
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give either version or at, not both",
+            ));
         }
         (_, Some(at)) => AsOf::Time(at),
         (version, None) => AsOf::Version(version.unwrap_or(u64::MAX)),
     };
-    Ok(Json(state.ledger.balance_as_of(&id, as_of).await?).into_response())
+    ok(ledger.balance_as_of(&id, as_of).await?)
 }
 
-pub(super) async fn transfers<T: Store>(State(state): S<T>) -> ApiResult<Response> {
-    Ok(Json(state.ledger.transfers().await?).into_response())
+pub(super) async fn transfers<T: Store>(
+    State(ledger): S<T>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
+    ok(ledger.transfers(page.page()?).await?)
 }
 
 fn uuid(text: &str, code: &'static str, what: &str) -> ApiResult<Uuid> {
@@ -154,36 +148,36 @@ fn uuid(text: &str, code: &'static str, what: &str) -> ApiResult<Uuid> {
 }
 
 pub(super) async fn transfer_status<T: Store>(
-    State(state): S<T>,
+    State(ledger): S<T>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = uuid(&id, "invalid_transfer_id", "transfer ids")?;
-    Ok(Json(state.ledger.transfer_outcome(id).await?).into_response())
+    ok(ledger.transfer_outcome(id).await?)
 }
 
-pub(super) async fn totals<T: Store>(State(state): S<T>) -> ApiResult<Response> {
-    Ok(Json(state.ledger.totals().await?).into_response())
+pub(super) async fn totals<T: Store>(State(ledger): S<T>) -> ApiResult<Response> {
+    ok(ledger.totals().await?)
 }
 
 pub(super) async fn trace<T: Store>(
-    State(state): S<T>,
+    State(ledger): S<T>,
     Path(id): Path<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
     let id = uuid(&id, "invalid_correlation_id", "correlation ids")?;
-    Ok(Json(state.ledger.trace(id).await?).into_response())
+    ok(ledger.trace(id, page.page()?).await?)
 }
 
 /// Health and the consumers' status: a read model or process manager that parked events or
 /// is retrying shows here, while commands keep working.
-pub(super) async fn health<T: Store>(State(state): S<T>) -> Json<serde_json::Value> {
-    let consumers: Vec<_> = state
-        .ledger
+pub(super) async fn health<T: Store>(State(ledger): S<T>) -> Json<Health> {
+    let consumers = ledger
         .status()
         .into_iter()
-        .map(|s| {
-            json!({ "name": s.name, "state": format!("{:?}", s.state), "checkpoint": s.checkpoint,
-                    "head": s.head, "lag": s.lag, "parked": s.parked, "last_error": s.last_error })
-        })
+        .map(ConsumerStatus::from)
         .collect();
-    Json(json!({ "status": "ok", "consumers": consumers }))
+    Json(Health {
+        status: "ok".into(),
+        consumers,
+    })
 }

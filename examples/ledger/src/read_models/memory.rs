@@ -42,11 +42,10 @@ impl EventHandler for ViewHandler {
 
     async fn handle(&mut self, _: &mut (), event: &Envelope<LedgerEvent>) -> Result<(), BoxError> {
         let effect = effect(event)?;
-        Ok(self
-            .models
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .apply(effect)?)
+        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+        models.apply(effect)?;
+        models.index(&event.record);
+        Ok(())
     }
 
     async fn reset(&mut self, _: &mut ()) -> Result<(), BoxError> {

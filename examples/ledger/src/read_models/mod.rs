@@ -12,11 +12,12 @@ pub mod memory;
 pub mod tables;
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::time::Duration;
 
 use std::sync::{Mutex, PoisonError};
 
-use es_core::{ConsumerHandle, ConsumerState, Error, Progress, Status};
+use es_core::{ConsumerHandle, ConsumerState, Error, Progress, RecordedEvent, Status};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -29,7 +30,7 @@ pub use crate::effects::{AccountRow, StatementLine, TransferRow};
 
 /// Ledger-wide figures for one currency, in minor units. `i128`: sums over many accounts
 /// can pass 64 bits.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CurrencyTotals {
     /// Deposits minus withdrawals: the money that entered the ledger.
     pub net_inflow: i128,
@@ -57,6 +58,8 @@ pub struct ReadModels {
     pub totals: BTreeMap<Currency, CurrencyTotals>,
     /// Transfers by id.
     pub transfers: BTreeMap<Uuid, TransferRow>,
+    /// The index of flows: by correlation id, the event ids by global position.
+    pub traces: BTreeMap<Uuid, BTreeMap<u64, Uuid>>,
 }
 
 impl ReadModels {
@@ -112,6 +115,14 @@ impl ReadModels {
         Ok(())
     }
 
+    /// Indexes `record` under its correlation id, if it has one.
+    pub fn index(&mut self, record: &RecordedEvent) {
+        if let Some(correlation) = record.metadata.correlation_id {
+            let flow = self.traces.entry(correlation).or_default();
+            flow.insert(record.position, record.event_id);
+        }
+    }
+
     /// Checks the invariants: per currency, balances plus in-flight equal the net inflow and
     /// the balances equal the sum of the rows; each statement's last running balance and the
     /// sum of its amounts equal the account's balance. Returns every violation found.
@@ -157,6 +168,32 @@ impl ReadModels {
     }
 }
 
+/// A page of a list: the items after the cursor `after` (`None`: from the start), at most
+/// `limit` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page<C> {
+    /// The cursor: the key of the last item of the previous page.
+    pub after: Option<C>,
+    /// How many items at most.
+    pub limit: usize,
+}
+
+impl<C> Page<C> {
+    /// Every item.
+    pub fn all() -> Self {
+        Self {
+            after: None,
+            limit: usize::MAX,
+        }
+    }
+
+    /// The same page with one more item, which tells whether a next page exists.
+    pub fn plus_one(self) -> Self {
+        let limit = self.limit.saturating_add(1);
+        Self { limit, ..self }
+    }
+}
+
 /// Which read models a query needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope<'a> {
@@ -164,12 +201,14 @@ pub enum Scope<'a> {
     Account(&'a str),
     /// Every account's row.
     Accounts,
-    /// One account's row and statement.
-    Statement(&'a str),
+    /// One account's row and a page of its statement, by version.
+    Statement(&'a str, Page<u64>),
     /// The totals per currency.
     Totals,
-    /// Every transfer.
-    Transfers,
+    /// A page of the transfers, by id.
+    Transfers(Page<Uuid>),
+    /// A page of one flow's index, by position.
+    Trace(Uuid, Page<u64>),
     /// Everything.
     All,
 }
@@ -179,16 +218,33 @@ impl ReadModels {
     pub fn select(&self, scope: Scope<'_>) -> ReadModels {
         let mut part = ReadModels::default();
         match scope {
-            Scope::Account(id) | Scope::Statement(id) => {
+            Scope::Account(id) | Scope::Statement(id, _) => {
                 let row = self.accounts.get(id).cloned();
                 part.accounts.extend(row.map(|row| (row.id.clone(), row)));
-                if let (Scope::Statement(_), Some(lines)) = (scope, self.statements.get(id)) {
-                    part.statements.insert(id.to_owned(), lines.clone());
+                if let (Scope::Statement(_, page), Some(lines)) = (scope, self.statements.get(id)) {
+                    let after = page.after.unwrap_or(0);
+                    let lines = lines.iter().filter(|l| l.version > after).take(page.limit);
+                    part.statements
+                        .insert(id.to_owned(), lines.cloned().collect());
                 }
             }
             Scope::Accounts => part.accounts.clone_from(&self.accounts),
             Scope::Totals => part.totals.clone_from(&self.totals),
-            Scope::Transfers => part.transfers.clone_from(&self.transfers),
+            Scope::Transfers(page) => {
+                let after = page.after.map_or(Unbounded, Excluded);
+                let rows = self.transfers.range((after, Unbounded)).take(page.limit);
+                part.transfers = rows.map(|(id, row)| (*id, row.clone())).collect();
+            }
+            Scope::Trace(id, page) => {
+                let after = page.after.map_or(Unbounded, Excluded);
+                let flow = self
+                    .traces
+                    .get(&id)
+                    .into_iter()
+                    .flat_map(|f| f.range((after, Unbounded)));
+                let flow = flow.take(page.limit).map(|(p, e)| (*p, *e)).collect();
+                part.traces.insert(id, flow);
+            }
             Scope::All => return self.clone(),
         }
         part

@@ -5,6 +5,7 @@
 //! across crashes and with every process on the schema running the consumer (they take turns
 //! on the checkpoint row). The rows are what [`effect`] says, as in memory.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use es_core::{BoxError, Consumer, Envelope, Error, EventHandler, Progress, Status};
@@ -13,9 +14,11 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow, PgConnection};
+use uuid::Uuid;
 
 use super::{
-    AccountRow, CurrencyTotals, OnProgress, ReadModels, ReadSide, Running, Scope, StatementLine,
+    AccountRow, CurrencyTotals, OnProgress, Page, ReadModels, ReadSide, Running, Scope,
+    StatementLine,
 };
 use crate::domain::Currency;
 use crate::effects::{Effect, LedgerEvent, TransferRow, effect};
@@ -51,8 +54,15 @@ statements!(
     statement,
     statements,
     totals,
-    transfers
+    transfers,
+    trace,
+    traces,
+    index_event
 );
+
+fn bad_row(what: &str) -> Error {
+    Error::Invalid(format!("a ledger table holds a bad {what}"))
+}
 
 #[derive(FromRow)]
 struct Line {
@@ -71,7 +81,7 @@ struct Totals {
 
 impl Totals {
     fn parse(self) -> Result<(Currency, CurrencyTotals), Error> {
-        let bad = |what: &str| Error::Invalid(format!("ledger_totals holds a bad {what}"));
+        let bad = bad_row;
         let sum = |text: String| text.parse::<i128>().map_err(|_| bad("sum"));
         let totals = CurrencyTotals {
             net_inflow: sum(self.net_inflow)?,
@@ -86,15 +96,21 @@ fn backend(error: sqlx::Error) -> Error {
     Error::backend(error)
 }
 
-async fn fetch<R>(conn: &mut PgConnection, sql: &str, id: Option<&str>) -> Result<Vec<R>, Error>
+fn query_as<'q, R>(
+    sql: &str,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, R, sqlx::postgres::PgArguments>
 where
-    R: for<'r> FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    R: for<'r> FromRow<'r, sqlx::postgres::PgRow>,
 {
-    let mut query = sqlx::query_as(AssertSqlSafe(sql.to_owned()));
-    if let Some(id) = id {
-        query = query.bind(id);
-    }
-    query.fetch_all(conn).await.map_err(backend)
+    sqlx::query_as(AssertSqlSafe(sql.to_owned()))
+}
+
+/// A page's cursor and size as PostgreSQL integers (a cursor beyond `i64::MAX` finds nothing).
+fn page(page: Page<u64>) -> (i64, i64) {
+    let after = page
+        .after
+        .map_or(0, |a| i64::try_from(a).unwrap_or(i64::MAX));
+    (after, i64::try_from(page.limit).unwrap_or(i64::MAX))
 }
 
 fn displayed(mut row: AccountRow) -> AccountRow {
@@ -182,7 +198,15 @@ impl EventHandler<PgTx> for TableHandler {
         tx: &mut PgTx,
         event: &Envelope<LedgerEvent>,
     ) -> Result<(), BoxError> {
-        self.apply(tx.conn(), effect(event)?).await
+        self.apply(tx.conn(), effect(event)?).await?;
+        let record = &event.record;
+        if let Some(correlation) = record.metadata.correlation_id {
+            let index = sqlx::query(AssertSqlSafe(self.sql.index_event.clone()));
+            let position = i64::try_from(record.position)?;
+            let index = index.bind(correlation).bind(position).bind(record.event_id);
+            index.execute(tx.conn()).await?;
+        }
+        Ok(())
     }
 
     async fn reset(&mut self, tx: &mut PgTx) -> Result<(), BoxError> {
@@ -241,37 +265,84 @@ impl TableViews {
 
     async fn load(&self, conn: &mut PgConnection, scope: Scope<'_>) -> Result<ReadModels, Error> {
         let (sql, mut models) = (&self.handler.sql, ReadModels::default());
-        let id = match scope {
-            Scope::Account(id) | Scope::Statement(id) => Some(id),
-            _ => None,
-        };
-        let (accounts, lines) = match id {
-            Some(_) => (&sql.account, &sql.statement),
-            None => (&sql.accounts, &sql.statements),
-        };
-        if !matches!(scope, Scope::Totals | Scope::Transfers) {
-            for row in fetch::<AccountRow>(conn, accounts, id).await? {
-                models.accounts.insert(row.id.clone(), displayed(row));
+        let rows = match scope {
+            Scope::Account(id) | Scope::Statement(id, _) => {
+                query_as::<AccountRow>(&sql.account)
+                    .bind(id)
+                    .fetch_all(&mut *conn)
+                    .await
             }
+            Scope::Accounts | Scope::All => query_as(&sql.accounts).fetch_all(&mut *conn).await,
+            _ => Ok(Vec::new()),
+        };
+        for row in rows.map_err(backend)? {
+            models.accounts.insert(row.id.clone(), displayed(row));
         }
-        if matches!(scope, Scope::Statement(_) | Scope::All) {
+        let lines: Vec<Line> = match scope {
+            Scope::Statement(id, p) if models.accounts.contains_key(id) => {
+                let (after, limit) = page(p);
+                let query = query_as(&sql.statement).bind(id).bind(after).bind(limit);
+                query.fetch_all(&mut *conn).await.map_err(backend)?
+            }
+            Scope::All => query_as(&sql.statements)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(backend)?,
+            _ => Vec::new(),
+        };
+        if matches!(scope, Scope::Statement(..) | Scope::All) {
             for id in models.accounts.keys() {
                 models.statements.insert(id.clone(), Vec::new());
             }
-            for Line { account_id, line } in fetch(conn, lines, id).await? {
-                models.statements.entry(account_id).or_default().push(line);
-            }
+        }
+        for Line { account_id, line } in lines {
+            models.statements.entry(account_id).or_default().push(line);
         }
         if matches!(scope, Scope::Totals | Scope::All) {
-            for totals in fetch::<Totals>(conn, &sql.totals, None).await? {
+            let rows: Vec<Totals> = query_as(&sql.totals)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(backend)?;
+            for totals in rows {
                 let (currency, totals) = totals.parse()?;
                 models.totals.insert(currency, totals);
             }
         }
-        if matches!(scope, Scope::Transfers | Scope::All) {
-            for row in fetch::<TransferRow>(conn, &sql.transfers, None).await? {
+        let transfers = match scope {
+            Scope::Transfers(p) => Some((p.after, i64::try_from(p.limit).unwrap_or(i64::MAX))),
+            Scope::All => Some((None, i64::MAX)),
+            _ => None,
+        };
+        if let Some((after, limit)) = transfers {
+            let query = query_as::<TransferRow>(&sql.transfers)
+                .bind(after)
+                .bind(limit);
+            for row in query.fetch_all(&mut *conn).await.map_err(backend)? {
                 models.transfers.insert(row.id, row);
             }
+        }
+        let flows: Vec<(Uuid, i64, Uuid)> = match scope {
+            Scope::Trace(id, p) => {
+                let (after, limit) = page(p);
+                let query = query_as(&sql.trace).bind(id).bind(after).bind(limit);
+                query.fetch_all(&mut *conn).await.map_err(backend)?
+            }
+            Scope::All => query_as(&sql.traces)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(backend)?,
+            _ => Vec::new(),
+        };
+        if let Scope::Trace(id, _) = scope {
+            models.traces.insert(id, BTreeMap::new());
+        }
+        for (id, position, event_id) in flows {
+            let position = u64::try_from(position).map_err(|_| bad_row("position"))?;
+            models
+                .traces
+                .entry(id)
+                .or_default()
+                .insert(position, event_id);
         }
         Ok(models)
     }

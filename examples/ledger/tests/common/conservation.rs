@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use es_core::{EventStore, GlobalLogExt, LogFilter, Metadata, RecordedEvent};
 use futures::StreamExt;
+use ledger::app::Page;
 use ledger::domain::{AccountEvent, Money, TransferStatus};
 use ledger::{AccountCommand, AppError, Ledger};
 
@@ -150,7 +151,7 @@ pub async fn random_transfers<S: EventStore + Clone + 'static>(ledgers: &[Ledger
     assert!(transfers > 100, "{transfers}");
     ledgers[0].wait_idle().await.unwrap();
     let mut outcomes: BTreeMap<TransferStatus, usize> = BTreeMap::new();
-    for t in ledgers[0].transfers().await.unwrap() {
+    for t in ledgers[0].transfers(Page::all()).await.unwrap().items {
         *outcomes.entry(t.status).or_default() += 1;
     }
     for status in [
@@ -248,9 +249,10 @@ pub async fn transfer_storm<S: EventStore + Clone + 'static>(
     }
     ledger.wait_idle().await.unwrap();
     let stored: BTreeMap<_, _> = ledger
-        .transfers()
+        .transfers(Page::all())
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|t| (t.id, t.status))
         .collect();
@@ -288,7 +290,7 @@ pub async fn whole_log<S: EventStore + Clone + 'static>(store: &S) -> Vec<Record
 /// as its outcome says.
 pub async fn check_everything<S: EventStore + Clone + 'static>(ledger: &Ledger<S>, store: &S) {
     ledger.wait_idle().await.unwrap();
-    let transfers = ledger.transfers().await.unwrap();
+    let transfers = ledger.transfers(Page::all()).await.unwrap().items;
     assert!(
         transfers.iter().all(|t| t.status.is_final()),
         "{transfers:?}"
@@ -302,7 +304,7 @@ pub async fn check_everything<S: EventStore + Clone + 'static>(ledger: &Ledger<S
     for row in ledger.balances().await.unwrap() {
         let aggregate = ledger.load_account(&row.id).await.unwrap();
         assert_eq!(row.balance, aggregate.balance(), "{}", row.id);
-        let statement = ledger.statement(&row.id).await.unwrap();
+        let statement = ledger.statement(&row.id, Page::all()).await.unwrap().items;
         assert_eq!(
             statement.iter().map(|l| l.amount).sum::<i64>(),
             row.balance,

@@ -30,7 +30,11 @@ pub async fn start<S: EventStore + Clone + 'static>(store: S) -> (Api, Ledger<S>
 /// Starts the API on 127.0.0.1, port 0, over an opened ledger.
 pub async fn serve<S: EventStore + Clone + 'static>(ledger: Ledger<S>) -> (Api, Ledger<S>) {
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let bound = ledger::http::spawn(ledger.clone(), addr)
+    let options = ledger::http::HttpOptions {
+        addr,
+        ..Default::default()
+    };
+    let bound = ledger::http::spawn(ledger.clone(), options)
         .await
         .expect("server binds");
     let api = Api {
@@ -216,7 +220,7 @@ pub async fn full_scenario(api: &Api, tag: &str) {
     // Statement with running balance.
     let (status, lines) = api.get(&format!("/accounts/{ada}/statement")).await;
     assert_eq!(status, StatusCode::OK);
-    let running: Vec<i64> = lines
+    let running: Vec<i64> = lines["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -227,7 +231,7 @@ pub async fn full_scenario(api: &Api, tag: &str) {
     // Audit: who, what, when, correlation.
     let (status, history) = api.get(&format!("/accounts/{ada}/history")).await;
     assert_eq!(status, StatusCode::OK);
-    let history = history.as_array().unwrap();
+    let history = history["items"].as_array().unwrap();
     assert_eq!(history.len(), 7, "{history:?}");
     assert_eq!(history[0]["event"], "AccountOpened");
     assert_eq!(history[0]["user_id"], "tester");
@@ -264,7 +268,7 @@ pub async fn full_scenario(api: &Api, tag: &str) {
     // The trace of the compensated transfer spans the transfer and both accounts' streams.
     let (status, trace) = api.get(&format!("/trace/{compensated_correlation}")).await;
     assert_eq!(status, StatusCode::OK);
-    let events: Vec<&str> = trace
+    let events: Vec<&str> = trace["items"]
         .as_array()
         .unwrap()
         .iter()

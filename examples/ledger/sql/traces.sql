@@ -1,0 +1,1 @@
+SELECT correlation_id, position, event_id FROM {schema}.ledger_trace
