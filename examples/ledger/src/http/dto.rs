@@ -22,13 +22,21 @@ use crate::read_models::AccountRow;
 #[serde(deny_unknown_fields)]
 pub struct OpenAccount {
     /// Account id: 1-64 letters, digits, `-` or `_`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
-    /// Owner's name.
+    /// Owner's name (not blank).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub owner: String,
     /// Currency code: three uppercase letters.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     /// Overdraft limit in minor units.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub overdraft_limit: i64,
 }
 
@@ -37,11 +45,14 @@ pub struct OpenAccount {
 #[serde(deny_unknown_fields)]
 pub struct Amount {
     /// Minor units.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// Currency code.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     /// Reference.
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub reference: String,
 }
 
@@ -51,6 +62,7 @@ pub struct Amount {
 pub struct Reason {
     /// Why.
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub reason: String,
 }
 
@@ -59,15 +71,20 @@ pub struct Reason {
 #[serde(deny_unknown_fields)]
 pub struct TransferBody {
     /// Source account.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub from: String,
     /// Destination account.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub to: String,
     /// Minor units.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// Currency code.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     /// Reference.
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub reference: String,
 }
 

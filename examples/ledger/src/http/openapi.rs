@@ -11,6 +11,7 @@ use super::dto::{
     AccountChange, Amount, ConsumerStatus, Health, OpenAccount, Reason, TransferBody,
 };
 use crate::app::{AuditEntry, BalanceAt, Receipt, TransferOutcome};
+use crate::domain::{AccountStatus, Currency, TransferStatus};
 use crate::read_models::{AccountRow, CurrencyTotals, StatementLine, TransferRow};
 
 /// An operation: method, path, operation id, parameters (`id`, `correlation_id`,
@@ -200,6 +201,8 @@ fn parameter(name: &str, place: &str, required: bool, schema: Value) -> Value {
 fn parameters(names: &[&str]) -> Vec<Value> {
     let text = json!({ "type": "string" });
     let uuid = json!({ "type": "string", "format": "uuid" });
+    let id = json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" });
+    let header = |max: usize| json!({ "type": "string", "maxLength": max, "pattern": "^[!-~]([ -~]*[!-~])?$" });
     names
         .iter()
         .flat_map(|name| match *name {
@@ -227,13 +230,13 @@ fn parameters(names: &[&str]) -> Vec<Value> {
                 ),
             ],
             "command" => vec![
-                parameter("x-user-id", "header", true, text.clone()),
-                parameter("idempotency-key", "header", false, text.clone()),
+                parameter("x-user-id", "header", true, header(100)),
+                parameter("idempotency-key", "header", false, header(200)),
                 parameter("x-correlation-id", "header", false, uuid.clone()),
                 parameter("x-causation-id", "header", false, uuid.clone()),
             ],
-            "id" => vec![parameter("id", "path", true, text.clone())],
-            other => vec![parameter(other, "path", true, text.clone())],
+            "id" => vec![parameter("id", "path", true, id.clone())],
+            other => vec![parameter(other, "path", true, uuid.clone())],
         })
         .collect()
 }
@@ -261,6 +264,9 @@ fn build() -> Value {
         .schema_from::<CurrencyTotals>()
         .schema_from::<Health>()
         .schema_from::<ConsumerStatus>()
+        .schema_from::<Currency>()
+        .schema_from::<AccountStatus>()
+        .schema_from::<TransferStatus>()
         .build();
     let mut components = serde_json::to_value(components).unwrap_or_default();
     components["schemas"]["Error"] = json!({ "type": "object", "required": ["error"], "properties": {
