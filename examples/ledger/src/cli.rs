@@ -169,13 +169,13 @@ pub struct ServeArgs {
 
 /// Options of `relay`.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false, id = "broker")]
+#[command(group(clap::ArgGroup::new("broker").required(true).args(["redis", "nats"])))]
 pub struct RelayArgs {
     /// Relay to Redis Streams at this URL.
-    #[arg(long, group = "broker")]
+    #[arg(long)]
     pub redis: Option<String>,
     /// Relay to NATS JetStream at this URL.
-    #[arg(long, group = "broker")]
+    #[arg(long)]
     pub nats: Option<String>,
     /// The broker's key prefix (Redis) or stream (NATS).
     #[arg(long, env = "LEDGER_BROKER_NAME", default_value = "events")]

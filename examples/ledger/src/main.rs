@@ -1,6 +1,6 @@
 //! `ledger`: the command line of the ledger example. See `ledger --help`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +39,7 @@ fn init_logs(format: LogFormat, long_running: bool) {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| Redacted)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_span_events(FmtSpan::CLOSE);
     match format {
         LogFormat::Text => logs.init(),
