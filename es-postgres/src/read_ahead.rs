@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use es_core::{LogFilter, RecordedEvent};
+use futures::StreamExt;
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::sync::mpsc;
 
@@ -33,7 +34,7 @@ const MAX_CURSORS: usize = 16;
 /// Chunks read ahead of the consumer.
 const CHUNKS_AHEAD: usize = 4;
 /// Events per read of the task, at least.
-const MIN_CHUNK: usize = 1_000;
+const MIN_CHUNK: usize = 4_000;
 /// A cursor nobody read for this long is dropped (its task ends).
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -215,31 +216,37 @@ async fn fill(
         }
     };
     loop {
-        let rows: Result<Vec<EventRow>, _> = sqlx::query_as(AssertSqlSafe(statement.clone()))
+        // Decoded as the rows arrive, straight into the events the consumer gets.
+        let mut rows = sqlx::query_as::<_, EventRow>(AssertSqlSafe(statement.clone()))
             .bind(clamp_i64(after))
             .bind(clamp_i64(end))
             .bind(&types)
             .bind(&names)
             .bind(filter.recorded_from)
             .bind(i64::try_from(chunk).unwrap_or(i64::MAX))
-            .fetch_all(&pool)
-            .await;
-        let Ok(rows) = rows else {
-            send(Chunk::Failed).await;
-            return;
-        };
-        let full = rows.len() == chunk;
-        let mut events = Vec::with_capacity(rows.len());
+            .fetch(&pool);
+        let mut events = Vec::with_capacity(chunk);
         let mut unreadable = false;
-        for row in rows {
-            match RecordedEvent::try_from(row) {
-                Ok(event) => events.push(event),
-                Err(_) => {
+        let mut failed = false;
+        while let Some(row) = rows.next().await {
+            match row.map(RecordedEvent::try_from) {
+                Ok(Ok(event)) => events.push(event),
+                Ok(Err(_)) => {
                     unreadable = true;
+                    break;
+                }
+                Err(_) => {
+                    failed = true;
                     break;
                 }
             }
         }
+        drop(rows);
+        if failed {
+            send(Chunk::Failed).await;
+            return;
+        }
+        let full = events.len() == chunk;
         if let Some(last) = events.last() {
             after = last.position;
         }
