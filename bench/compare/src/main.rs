@@ -22,6 +22,8 @@
 //! What makes the baselines fair:
 //! - the hand-written table is created `LIKE` ours (columns, defaults, constraints and
 //!   indexes) and topped up with filler rows to our row count before every cell;
+//! - the hand-written pool checks connections the way ours does (a round trip only for a
+//!   connection idle for a second), so neither pays for pool settings;
 //! - loads read the same columns ours reads (version, name, schema version, payload), and the
 //!   hand-written snapshot load is one statement, as ours is;
 //! - a cached command is compared with a hand-written cached command (state kept in memory,
@@ -29,8 +31,16 @@
 //! - a rebuild is compared with hand-written reads of the same rows in global order (keyset
 //!   pages of the same size, the same columns, the same aggregate-type filter) and with a raw
 //!   `COPY ... TO`; postgres-es's replay reads per-stream order and is listed for scale only.
+//!
+//! Rows marked `lever:` isolate one lever of issue 16 in the same run: our store with one
+//! option changed (state cache, group commit, NOTIFY, pinging every acquire, read-ahead), or
+//! our append statement sent by hand with one part changed (without the announcement, which
+//! is unsafe and measured only; unprepared; the previous array statement; the write path of
+//! the `xid8` commit-order design). Ratio cells also give the range of the ratios taken round
+//! by round (each round measures every implementation once, next to each other).
 
 mod domain;
+mod levers;
 mod report;
 
 use std::collections::HashMap;
@@ -169,11 +179,16 @@ where
 
 struct Env {
     url: String,
-    /// Our store, default options (NOTIFY on), schema `ours`.
+    /// Our store, default options (NOTIFY on, group commit, state cache), schema `ours`.
     ours: PostgresStore,
     /// The same tables through a store with NOTIFY off.
     ours_quiet: PostgresStore,
-    /// Hand-written statements: schema `hand`, a table created `LIKE ours.events`.
+    /// The same tables, group commit off.
+    ours_nogroup: PostgresStore,
+    /// The same tables, every pooled connection pinged before use (sqlx's default).
+    ours_ping: PostgresStore,
+    /// Hand-written statements: schema `hand`, a table created `LIKE ours.events`. Its pool
+    /// checks connections the way ours does (only after a second idle).
     hand: PgPool,
     /// postgres-es on its own tables (schema `pges`), sqlx 0.8.
     peer: sqlx08::PgPool,
@@ -213,8 +228,36 @@ async fn setup(admin_url: &str) -> Res<Env> {
             .max_connections(9),
     )
     .await?;
+    let ours_nogroup = PostgresStore::connect_with(
+        &url,
+        StoreOptions::new()
+            .schema("ours")
+            .group_commit(0)
+            .max_connections(9),
+    )
+    .await?;
+    let ours_ping = PostgresStore::connect_with(
+        &url,
+        StoreOptions::new()
+            .schema("ours")
+            .ping_after_idle(Duration::ZERO)
+            .max_connections(9),
+    )
+    .await?;
+    // The pool checks a connection only after it sat idle for a second, as our store's pool
+    // does (StoreOptions::ping_after_idle): sqlx's default pings before every statement, a
+    // round trip each, which would make the baseline pay for pool settings, not for work.
     let hand = PgPoolOptions::new()
         .max_connections(9)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= Duration::from_secs(1) {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect(&url)
         .await?;
     for ddl in [
@@ -222,6 +265,12 @@ async fn setup(admin_url: &str) -> Res<Env> {
         // Exactly the shape of our `events` table: columns, defaults, identity, constraints
         // and indexes (the hand-written INSERT maintains what ours maintains).
         "CREATE TABLE hand.events (LIKE ours.events INCLUDING ALL)",
+        // The commit-order design's write path (a lever row): our shape plus an xid8 column
+        // and its index, no announcement.
+        "CREATE SCHEMA hx",
+        "CREATE TABLE hx.events (LIKE ours.events INCLUDING ALL, \
+           xid xid8 NOT NULL DEFAULT pg_current_xact_id())",
+        "CREATE INDEX events_xid_position_idx ON hx.events (xid, position)",
         // postgres-es 0.5's own migration (db/init.sql), in schemas of their own.
         "CREATE SCHEMA pges",
         "CREATE SCHEMA pgproj",
@@ -262,6 +311,8 @@ async fn setup(admin_url: &str) -> Res<Env> {
         url,
         ours,
         ours_quiet,
+        ours_nogroup,
+        ours_ping,
         hand,
         peer,
     })
@@ -272,33 +323,31 @@ fn peer_repo(env: &Env) -> postgres_es::PostgresEventRepository {
         .with_tables("pges.events", "pges.snapshots")
 }
 
-/// Tops up whichever of `ours.events` and `hand.events` has fewer rows with filler rows (one
-/// event each in streams nobody reads), so that every cell writes into tables of equal size.
+/// Tops up `ours.events`, `hand.events` and `hx.events` to the row count of the largest with
+/// filler rows (one event each in streams nobody reads), so that every cell writes into
+/// tables of equal size.
 async fn equalize(env: &Env) -> Res<()> {
-    let count = |table: &'static str| {
-        let pool = env.hand.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&pool)
-                .await?;
-            Ok::<_, sqlx::Error>(n)
+    const TABLES: [&str; 3] = ["ours.events", "hand.events", "hx.events"];
+    let mut counts = Vec::new();
+    for table in TABLES {
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&env.hand)
+            .await?;
+        counts.push(n);
+    }
+    let most = counts.iter().copied().max().unwrap_or(0);
+    for (table, n) in TABLES.into_iter().zip(counts) {
+        let missing = most - n;
+        if missing > 0 {
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {table} (event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at)
+                 SELECT gen_random_uuid(), 'Filler', 'filler-' || gen_random_uuid(), 1, 'MoneyDeposited', 1,
+                        '{{\"amount\":1,\"reference\":\"filler\"}}', '{{\"user_id\":\"bench\"}}', now()
+                 FROM generate_series(1, {missing})"
+            )))
+            .execute(&env.hand)
+            .await?;
         }
-    };
-    let (ours, hand) = (count("ours.events").await?, count("hand.events").await?);
-    let (table, missing) = if ours > hand {
-        ("hand.events", ours - hand)
-    } else {
-        ("ours.events", hand - ours)
-    };
-    if missing > 0 {
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {table} (event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at)
-             SELECT gen_random_uuid(), 'Filler', 'filler-' || gen_random_uuid(), 1, 'MoneyDeposited', 1,
-                    '{{\"amount\":1,\"reference\":\"filler\"}}', '{{\"user_id\":\"bench\"}}', now()
-             FROM generate_series(1, {missing})"
-        )))
-        .execute(&env.hand)
-        .await?;
     }
     Ok(())
 }
@@ -306,7 +355,7 @@ async fn equalize(env: &Env) -> Res<()> {
 /// Sizes of the two events tables (rows, bytes with indexes), for the report.
 async fn table_sizes(env: &Env) -> Res<Vec<(String, i64, i64)>> {
     let mut out = Vec::new();
-    for table in ["ours.events", "hand.events"] {
+    for table in ["ours.events", "hand.events", "hx.events"] {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT count(*), pg_total_relation_size('{table}') FROM {table}"
         )))
@@ -462,12 +511,16 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CommandImpl {
-    /// `Repository::execute` as a user gets it: the state cache is on by default.
+    /// `Repository::execute` as a user gets it: state cache on, group commit, NOTIFY on.
     OursDefault,
-    /// `Repository::execute` with the state cache off: every command reads the stream.
+    /// Lever: the state cache off (every command reads the stream).
     OursUncached,
-    /// The default, on a store with NOTIFY off.
+    /// Lever: NOTIFY off.
     OursQuiet,
+    /// Lever: group commit off.
+    OursNoGroup,
+    /// Lever: every pooled connection pinged before use (sqlx's default).
+    OursPingAlways,
     /// SELECT the stream, fold, decide, INSERT (autocommit).
     HandNaive,
     /// The state of each account kept in memory; INSERT at the known version with no read
@@ -478,20 +531,24 @@ enum CommandImpl {
 }
 
 impl CommandImpl {
-    const ALL: [CommandImpl; 6] = [
+    const ALL: [CommandImpl; 8] = [
         CommandImpl::OursDefault,
         CommandImpl::HandCached,
         CommandImpl::Peer,
         CommandImpl::OursUncached,
         CommandImpl::HandNaive,
         CommandImpl::OursQuiet,
+        CommandImpl::OursNoGroup,
+        CommandImpl::OursPingAlways,
     ];
 
     fn label(self) -> &'static str {
         match self {
             CommandImpl::OursDefault => "ours: Repository::execute (default: state cache on)",
-            CommandImpl::OursUncached => "ours: Repository::execute, state cache off",
-            CommandImpl::OursQuiet => "ours: execute (default), NOTIFY off",
+            CommandImpl::OursUncached => "lever: execute, state cache off",
+            CommandImpl::OursQuiet => "lever: execute, NOTIFY off",
+            CommandImpl::OursNoGroup => "lever: execute, group commit off",
+            CommandImpl::OursPingAlways => "lever: execute, ping on every acquire",
             CommandImpl::HandNaive => "hand-written: SELECT stream + fold + INSERT",
             CommandImpl::HandCached => {
                 "hand-written: cached state, INSERT at known version, no read"
@@ -502,17 +559,25 @@ impl CommandImpl {
 
     fn kind(self) -> Kind {
         match self {
-            CommandImpl::OursDefault | CommandImpl::OursUncached | CommandImpl::OursQuiet => {
-                Kind::Ours
-            }
+            CommandImpl::OursDefault => Kind::Ours,
+            CommandImpl::OursUncached
+            | CommandImpl::OursQuiet
+            | CommandImpl::OursNoGroup
+            | CommandImpl::OursPingAlways => Kind::Lever,
             CommandImpl::HandNaive | CommandImpl::HandCached => Kind::Hand,
             CommandImpl::Peer => Kind::Peer,
         }
     }
 
+    /// Whether the row is measured with `writers` writers (levers of concurrency only where
+    /// there is any).
+    fn runs_with(self, writers: usize) -> bool {
+        !matches!(self, CommandImpl::OursQuiet | CommandImpl::OursNoGroup) || writers > 1
+    }
+
     fn table(self) -> &'static str {
         match self.kind() {
-            Kind::Ours => "ours.events",
+            Kind::Ours | Kind::Lever => "ours.events",
             Kind::Hand => "hand.events",
             _ => "pges.events",
         }
@@ -522,11 +587,16 @@ impl CommandImpl {
 async fn command_cell(env: &Env, imp: CommandImpl, prefix: &str, writers: usize) -> Res<f64> {
     let meta = Metadata::by_user("bench");
     match imp {
-        CommandImpl::OursDefault | CommandImpl::OursUncached | CommandImpl::OursQuiet => {
-            let store = if imp == CommandImpl::OursQuiet {
-                env.ours_quiet.clone()
-            } else {
-                env.ours.clone()
+        CommandImpl::OursDefault
+        | CommandImpl::OursUncached
+        | CommandImpl::OursQuiet
+        | CommandImpl::OursNoGroup
+        | CommandImpl::OursPingAlways => {
+            let store = match imp {
+                CommandImpl::OursQuiet => env.ours_quiet.clone(),
+                CommandImpl::OursNoGroup => env.ours_nogroup.clone(),
+                CommandImpl::OursPingAlways => env.ours_ping.clone(),
+                _ => env.ours.clone(),
             };
             let mut repo = Repository::<BankAccount, _>::new(store);
             if imp == CommandImpl::OursUncached {
@@ -627,8 +697,7 @@ async fn bench_commands(env: &Env, report: &mut Report) -> Res<()> {
             };
             let contenders: Vec<CommandImpl> = CommandImpl::ALL
                 .into_iter()
-                // NOTIFY off is measured with 8 writers only, where commit serialisation shows.
-                .filter(|c| writers == 8 || *c != CommandImpl::OursQuiet)
+                .filter(|c| c.runs_with(writers))
                 .collect();
             for (k, imp) in turns(&contenders, round).into_iter().enumerate() {
                 equalize(env).await?;
@@ -645,12 +714,114 @@ async fn bench_commands(env: &Env, report: &mut Report) -> Res<()> {
 // ------------------------------------------------------------------------------------------
 // Appends: 1 event and 100 events per call, at a known version
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum AppendImpl {
     Ours,
     OursQuiet,
+    OursNoGroup,
+    OursPingAlways,
     Hand,
     Peer,
+    /// Our one-event statement, sent by hand (see `levers`).
+    SqlOne,
+    /// The same without the announcement (measurement only: a follower could skip).
+    SqlOneUnannounced,
+    /// The same, unprepared (parsed and planned on every call).
+    SqlOneUnprepared,
+    /// The array statement every append used before.
+    SqlArrays,
+    /// The commit-order design's write path: INSERT with an xid8 column and its index.
+    Xid8Insert,
+}
+
+impl AppendImpl {
+    fn label(self, batch: usize) -> (Kind, &'static str) {
+        match self {
+            AppendImpl::Ours => (Kind::Ours, "ours: PostgresStore::append (Exact)"),
+            AppendImpl::OursQuiet => (Kind::Lever, "lever: append, NOTIFY off"),
+            AppendImpl::OursNoGroup => (Kind::Lever, "lever: append, group commit off"),
+            AppendImpl::OursPingAlways => (Kind::Lever, "lever: append, ping on every acquire"),
+            AppendImpl::Hand if batch == 1 => {
+                (Kind::Hand, "hand-written: single INSERT (autocommit)")
+            }
+            AppendImpl::Hand => (Kind::Hand, "hand-written: one multi-row INSERT (unnest)"),
+            AppendImpl::Peer => (Kind::Peer, "postgres-es: PostgresEventRepository::persist"),
+            AppendImpl::SqlOne => (Kind::Lever, "lever: our one-event statement, sent by hand"),
+            AppendImpl::SqlOneUnannounced => (
+                Kind::Lever,
+                "lever: our one-event statement without the announcement (unsafe)",
+            ),
+            AppendImpl::SqlOneUnprepared => {
+                (Kind::Lever, "lever: our one-event statement, unprepared")
+            }
+            AppendImpl::SqlArrays => (
+                Kind::Lever,
+                "lever: the previous array statement (unnest + aggregate), sent by hand",
+            ),
+            AppendImpl::Xid8Insert => (
+                Kind::Lever,
+                "lever: xid8 design's write (INSERT + xid8 column and index, no announcement)",
+            ),
+        }
+    }
+}
+
+/// One event through one of the hand-sent lever statements.
+async fn lever_append(
+    pool: &PgPool,
+    imp: AppendImpl,
+    id: &str,
+    version: i64,
+    e: &NewEvent,
+) -> Res<()> {
+    match imp {
+        AppendImpl::SqlOne | AppendImpl::SqlOneUnannounced | AppendImpl::SqlOneUnprepared => {
+            let sql = levers::one_event(imp != AppendImpl::SqlOneUnannounced);
+            sqlx::query(AssertSqlSafe(sql))
+                .persistent(imp != AppendImpl::SqlOneUnprepared)
+                .bind("BankAccount")
+                .bind(id)
+                .bind(version)
+                .bind(e.event_id)
+                .bind(&e.event_name)
+                .bind(1i32)
+                .bind(Json(&*e.payload))
+                .bind(Json(&e.metadata))
+                .fetch_optional(pool)
+                .await?
+                .ok_or("the lever statement wrote nothing")?;
+        }
+        AppendImpl::SqlArrays => {
+            let row = sqlx::query(AssertSqlSafe(levers::arrays()))
+                .bind("BankAccount")
+                .bind(id)
+                .bind(version)
+                .bind(&[e.event_id][..])
+                .bind(&[e.event_name.as_str()][..])
+                .bind(&[1i32][..])
+                .bind(&[Json(&*e.payload)][..])
+                .bind(&[Json(&e.metadata)][..])
+                .fetch_one(pool)
+                .await?;
+            let positions: Option<Vec<i64>> = row.try_get(0)?;
+            positions.ok_or("the lever statement wrote nothing")?;
+        }
+        AppendImpl::Xid8Insert => {
+            sqlx::query(levers::XID8_INSERT)
+                .bind(e.event_id)
+                .bind("BankAccount")
+                .bind(id)
+                .bind(version + 1)
+                .bind(&e.event_name)
+                .bind(1i32)
+                .bind(Json(&*e.payload))
+                .bind(Json(&e.metadata))
+                .execute(pool)
+                .await?;
+        }
+        other => return Err(format!("{other:?} is not a lever statement").into()),
+    }
+    Ok(())
 }
 
 async fn append_cell(
@@ -662,11 +833,15 @@ async fn append_cell(
 ) -> Res<f64> {
     let meta = Metadata::by_user("bench");
     match imp {
-        AppendImpl::Ours | AppendImpl::OursQuiet => {
-            let store = if imp == AppendImpl::Ours {
-                env.ours.clone()
-            } else {
-                env.ours_quiet.clone()
+        AppendImpl::Ours
+        | AppendImpl::OursQuiet
+        | AppendImpl::OursNoGroup
+        | AppendImpl::OursPingAlways => {
+            let store = match imp {
+                AppendImpl::OursQuiet => env.ours_quiet.clone(),
+                AppendImpl::OursNoGroup => env.ours_nogroup.clone(),
+                AppendImpl::OursPingAlways => env.ours_ping.clone(),
+                _ => env.ours.clone(),
             };
             timed(writers, |w, window| {
                 let (store, meta) = (store.clone(), meta.clone());
@@ -745,6 +920,28 @@ async fn append_cell(
             })
             .await
         }
+        AppendImpl::SqlOne
+        | AppendImpl::SqlOneUnannounced
+        | AppendImpl::SqlOneUnprepared
+        | AppendImpl::SqlArrays
+        | AppendImpl::Xid8Insert => {
+            timed(writers, |w, window| {
+                let (pool, meta) = (env.hand.clone(), meta.clone());
+                let id = format!("{tag}-w{w}");
+                async move {
+                    let (mut done, mut version, mut i) = (0, 0i64, 0u64);
+                    while window.open() {
+                        let e = deposit_event(i, &meta)?;
+                        i += 1;
+                        lever_append(&pool, imp, &id, version, &e).await?;
+                        version += 1;
+                        done += window.count(1);
+                    }
+                    Ok(done)
+                }
+            })
+            .await
+        }
         AppendImpl::Peer => {
             let repo = Arc::new(peer_repo(env));
             timed(writers, |w, window| {
@@ -773,37 +970,60 @@ async fn append_cell(
 }
 
 async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
-    let configs = [(1usize, 1usize), (1, 8), (100, 1), (100, 4)];
-    let contenders = [
-        AppendImpl::Ours,
-        AppendImpl::Hand,
-        AppendImpl::Peer,
-        AppendImpl::OursQuiet,
+    use AppendImpl::*;
+    // (events per call, writers, contenders): the levers of the one-event statement where a
+    // single writer shows the statement's latency and eight its CPU; group commit and NOTIFY
+    // where writers are concurrent.
+    let configs: [(usize, usize, &[AppendImpl]); 5] = [
+        (
+            1,
+            1,
+            &[
+                Ours,
+                Hand,
+                Peer,
+                OursPingAlways,
+                SqlOne,
+                SqlOneUnannounced,
+                SqlOneUnprepared,
+                SqlArrays,
+                Xid8Insert,
+            ],
+        ),
+        (
+            1,
+            8,
+            &[
+                Ours,
+                Hand,
+                Peer,
+                OursQuiet,
+                OursNoGroup,
+                OursPingAlways,
+                SqlOne,
+                SqlOneUnannounced,
+                Xid8Insert,
+            ],
+        ),
+        (1, 32, &[Ours, Hand, Peer, OursNoGroup, OursQuiet]),
+        (100, 1, &[Ours, Hand, Peer]),
+        (100, 4, &[Ours, Hand, Peer, OursNoGroup]),
     ];
     for round in 0..rounds() {
-        for (batch, writers) in configs {
+        for (batch, writers, contenders) in configs {
             let op: &'static str = match (batch, writers) {
                 (1, 1) => "append 1 event per call, 1 writer",
-                (1, _) => "append 1 event per call, 8 writers",
+                (1, 8) => "append 1 event per call, 8 writers",
+                (1, _) => "append 1 event per call, 32 writers",
                 (_, 1) => "append 100 events per call, 1 writer",
                 _ => "append 100 events per call, 4 writers",
             };
             let unit = if batch == 1 { "appends/s" } else { "events/s" };
-            for (k, imp) in turns(&contenders, round).into_iter().enumerate() {
+            for (k, imp) in turns(contenders, round).into_iter().enumerate() {
                 equalize(env).await?;
                 let tag = format!("r{round}a{batch}-{writers}-i{k}");
                 let rate = append_cell(env, imp, &tag, batch, writers).await?;
-                let (kind, label) = match imp {
-                    AppendImpl::Ours => (Kind::Ours, "ours: PostgresStore::append (Exact)"),
-                    AppendImpl::OursQuiet => (Kind::Ours, "ours: append, NOTIFY off"),
-                    AppendImpl::Hand if batch == 1 => {
-                        (Kind::Hand, "hand-written: single INSERT (autocommit)")
-                    }
-                    AppendImpl::Hand => (Kind::Hand, "hand-written: one multi-row INSERT (unnest)"),
-                    AppendImpl::Peer => {
-                        (Kind::Peer, "postgres-es: PostgresEventRepository::persist")
-                    }
-                };
+                let (kind, label) = imp.label(batch);
                 report.add(op, kind, label, rate, unit);
             }
         }
@@ -1103,6 +1323,8 @@ const LOG_COLUMNS: &str = "position, event_id, aggregate_type, aggregate_id, ver
 #[derive(Clone, Copy)]
 enum RebuildImpl {
     Ours(usize),
+    /// Lever: the same without the store's read-ahead.
+    OursNoReadAhead(usize),
     Keyset(usize),
     Copy,
     Peer,
@@ -1110,12 +1332,14 @@ enum RebuildImpl {
 
 async fn rebuild_cell(
     env: &Env,
-    store: &PostgresStore,
+    stores: &(PostgresStore, PostgresStore),
     imp: RebuildImpl,
 ) -> Res<((usize, i64, u64), f64, Kind, String)> {
     let start = Instant::now();
     match imp {
-        RebuildImpl::Ours(batch) => {
+        RebuildImpl::Ours(batch) | RebuildImpl::OursNoReadAhead(batch) => {
+            let ahead = matches!(imp, RebuildImpl::Ours(_));
+            let store = if ahead { &stores.0 } else { &stores.1 };
             let mut consumer = Consumer::new(
                 "balances",
                 store.clone(),
@@ -1128,14 +1352,16 @@ async fn rebuild_cell(
             if progress.done != projection_events() as u64 {
                 return Err(format!("ours rebuilt {} events", progress.done).into());
             }
+            let default = if batch == 500 { " (the default)" } else { "" };
             Ok((
                 checksum(&consumer.handler().accounts),
                 secs,
-                Kind::Ours,
-                format!(
-                    "ours: Consumer::rebuild, batches of {batch}{}",
-                    if batch == 500 { " (the default)" } else { "" }
-                ),
+                if ahead { Kind::Ours } else { Kind::Lever },
+                if ahead {
+                    format!("ours: Consumer::rebuild, batches of {batch}{default}")
+                } else {
+                    format!("lever: Consumer::rebuild, batches of {batch}, read-ahead off")
+                },
             ))
         }
         RebuildImpl::Keyset(batch) => {
@@ -1248,6 +1474,15 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
         StoreOptions::new().schema("proj").max_connections(4),
     )
     .await?;
+    let no_read_ahead = PostgresStore::connect_with(
+        &env.url,
+        StoreOptions::new()
+            .schema("proj")
+            .read_ahead(false)
+            .max_connections(4),
+    )
+    .await?;
+    let stores = (store, no_read_ahead);
     let events = projection_events();
     let started = Instant::now();
     // 1M events over 10,000 accounts, 100 versions each; version 1 opens the account.
@@ -1293,6 +1528,7 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
         RebuildImpl::Ours(500),
         RebuildImpl::Keyset(500),
         RebuildImpl::Copy,
+        RebuildImpl::OursNoReadAhead(500),
         RebuildImpl::Ours(5_000),
         RebuildImpl::Keyset(5_000),
         RebuildImpl::Peer,
@@ -1300,7 +1536,7 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
     let mut expected: Option<(usize, i64, u64)> = None;
     for round in 0..2 {
         for imp in turns(&all, round) {
-            let (sum, secs, kind, label) = rebuild_cell(env, &store, imp).await?;
+            let (sum, secs, kind, label) = rebuild_cell(env, &stores, imp).await?;
             if !matches!(imp, RebuildImpl::Copy) {
                 let want = *expected.get_or_insert(sum);
                 if sum != want {
@@ -1318,7 +1554,8 @@ async fn bench_projection(env: &Env, report: &mut Report) -> Res<()> {
             );
         }
     }
-    store.pool().close().await;
+    stores.0.pool().close().await;
+    stores.1.pool().close().await;
     Ok(())
 }
 
@@ -1412,6 +1649,8 @@ async fn main() -> Res<()> {
     eprintln!("cells written as JSON lines to {jsonl}");
     env.ours.pool().close().await;
     env.ours_quiet.pool().close().await;
+    env.ours_nogroup.pool().close().await;
+    env.ours_ping.pool().close().await;
     env.hand.close().await;
     env.peer.close().await;
     Ok(())

@@ -13,6 +13,10 @@ pub enum Kind {
     Peer,
     /// Shown for scale, never a baseline (it does other work).
     Reference,
+    /// One lever of ours isolated (our store with one option changed, or our statement sent
+    /// by hand with one part changed): compared with the same baselines as ours, to say what
+    /// that lever is worth.
+    Lever,
 }
 
 impl Kind {
@@ -22,6 +26,7 @@ impl Kind {
             Kind::Hand => "hand-written",
             Kind::Peer => "postgres-es",
             Kind::Reference => "reference",
+            Kind::Lever => "lever",
         }
     }
 }
@@ -38,16 +43,7 @@ pub struct Measure {
 impl Measure {
     /// The median of the samples.
     fn rate(&self) -> f64 {
-        let mut v = self.samples.clone();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            0.0
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
+        median(&self.samples)
     }
 
     fn min(&self) -> f64 {
@@ -66,10 +62,25 @@ pub struct Report {
 }
 
 /// A ratio of one of our rows to a baseline row of the same operation (medians; above 1
-/// means ours is faster).
+/// means ours is faster), and the same ratio taken round by round (the two were measured
+/// next to each other in each round, so the host's drift cancels): median, lowest, highest.
 struct Ratio<'a> {
     baseline: &'a Measure,
     ratio: f64,
+    paired: Option<(f64, f64, f64)>,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 impl Report {
@@ -111,7 +122,7 @@ impl Report {
     }
 
     fn ratios<'a>(&'a self, m: &Measure, kind: Kind) -> Vec<Ratio<'a>> {
-        if m.kind != Kind::Ours {
+        if !matches!(m.kind, Kind::Ours | Kind::Lever) {
             return Vec::new();
         }
         self.rows
@@ -120,6 +131,18 @@ impl Report {
             .map(|o| Ratio {
                 baseline: o,
                 ratio: m.rate() / o.rate(),
+                // One sample per round on both sides: pair them.
+                paired: (m.samples.len() == o.samples.len() && m.samples.len() > 1).then(|| {
+                    let per_round: Vec<f64> = m
+                        .samples
+                        .iter()
+                        .zip(&o.samples)
+                        .map(|(a, b)| a / b)
+                        .collect();
+                    let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = per_round.iter().copied().fold(0.0, f64::max);
+                    (median(&per_round), lo, hi)
+                }),
             })
             .collect()
     }
@@ -149,7 +172,14 @@ impl Report {
                 let cell = |kind: Kind| {
                     self.ratios(m, kind)
                         .iter()
-                        .map(|r| format!("{:.2}x ({})", r.ratio, short(&r.baseline.system)))
+                        .map(|r| match r.paired {
+                            Some((_, lo, hi)) => format!(
+                                "{:.2}x ({}; rounds {lo:.2}-{hi:.2})",
+                                r.ratio,
+                                short(&r.baseline.system)
+                            ),
+                            None => format!("{:.2}x ({})", r.ratio, short(&r.baseline.system)),
+                        })
                         .collect::<Vec<_>>()
                         .join("; ")
                 };
@@ -182,6 +212,11 @@ impl Report {
                             "baseline": r.baseline.system,
                             "baseline_kind": r.baseline.kind.name(),
                             "ratio": r.ratio,
+                            "ratio_per_round": r.paired.map(|(median, min, max)| serde_json::json!({
+                                "median": median,
+                                "min": min,
+                                "max": max,
+                            })),
                         })
                     })
                     .collect();
