@@ -6,97 +6,15 @@
 //! ```
 //! `BENCH_EVENTS` (default 100,000) events; `NATS_URL` (default nats://127.0.0.1:4222).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::PublishMessage;
-use es_core::{
-    AnyEvent, BoxError, Consumer, Envelope, EventHandler, ExpectedVersion, GlobalLog, GlobalLogExt,
-    LocalCheckpoints, MemoryStore, Metadata, NewEvent, RecordedEvent, StreamId, StreamStore,
-};
+use es_core::{Consumer, ExpectedVersion, MemoryStore, RecordedEvent, StreamId, StreamStore};
 use es_nats::{JetStreamRelay, JetStreamRelayConfig, JetStreamSource, StreamSettings};
+use relay_testing::bench::{self, Arrivals, BATCH};
 
-const BATCH: usize = 1_000;
 const IN_FLIGHT: usize = 500;
-
-fn event(n: usize) -> NewEvent {
-    let payload = serde_json::json!({
-        "account": format!("acc-{}", n % 1_000),
-        "amount": (n % 10_000) as i64,
-        "currency": "EUR",
-        "reference": format!("transfer-{n}"),
-    });
-    NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        event_name: "MoneyDeposited".into(),
-        schema_version: 1,
-        payload: serde_json::value::to_raw_value(&payload).expect("payload"),
-        metadata: Metadata::by_user("bench"),
-    }
-}
-
-async fn fill(store: &MemoryStore, events: usize) {
-    for chunk in 0..events.div_ceil(100) {
-        let batch: Vec<NewEvent> = (chunk * 100..((chunk + 1) * 100).min(events))
-            .map(event)
-            .collect();
-        let stream = StreamId::new(["Account", "Transfer"][chunk % 2], format!("s-{chunk}"));
-        store
-            .append(&stream, ExpectedVersion::Any, batch)
-            .await
-            .expect("append");
-    }
-}
-
-async fn all_events(store: &MemoryStore) -> Vec<RecordedEvent> {
-    let mut events = Vec::new();
-    loop {
-        let after = events.last().map_or(0, |e: &RecordedEvent| e.position);
-        let page = store.read_all(after, 10_000).await.expect("read");
-        if page.is_empty() {
-            return events;
-        }
-        events.extend(page);
-    }
-}
-
-/// Does nothing: the cost of the consumer runtime itself (reading the memory log, batching).
-struct Nothing;
-
-impl EventHandler for Nothing {
-    type Event = AnyEvent;
-    async fn handle(&mut self, _: &mut (), _: &Envelope<AnyEvent>) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-async fn runtime_only(store: &MemoryStore) -> f64 {
-    let mut consumer = Consumer::new(
-        "nothing",
-        store.clone(),
-        es_core::AtLeastOnce::new(LocalCheckpoints::new()),
-        Nothing,
-    )
-    .batch_size(BATCH);
-    let began = Instant::now();
-    let progress = consumer.catch_up().await.expect("runtime");
-    progress.done as f64 / began.elapsed().as_secs_f64()
-}
-
-/// Records when each position reached the broker-side consumer.
-struct Arrivals(Arc<Mutex<HashMap<u64, Instant>>>);
-
-impl EventHandler for Arrivals {
-    type Event = AnyEvent;
-    async fn handle(&mut self, _: &mut (), e: &Envelope<AnyEvent>) -> Result<(), BoxError> {
-        self.0
-            .lock()
-            .expect("lock")
-            .insert(e.position(), Instant::now());
-        Ok(())
-    }
-}
 
 async fn js(url: &str) -> async_nats::jetstream::Context {
     let client = async_nats::connect(url)
@@ -199,11 +117,8 @@ async fn relay(url: &str, settings: &StreamSettings, store: &MemoryStore) -> f64
     progress.done as f64 / began.elapsed().as_secs_f64()
 }
 
-async fn latency(
-    url: &str,
-    settings: &StreamSettings,
-    events: usize,
-) -> (Duration, Duration, Duration) {
+/// End-to-end latency append -> relay -> JetStream -> durable source -> consumer, in rounds.
+async fn latency(url: &str, settings: &StreamSettings) -> String {
     let store = MemoryStore::new();
     let relay = JetStreamRelay::new(url, JetStreamRelayConfig::new(settings.clone()))
         .consumer("relay", store.clone())
@@ -213,7 +128,7 @@ async fn latency(
         .append(
             &StreamId::new("Account", "first"),
             ExpectedVersion::Any,
-            vec![event(0)],
+            vec![bench::event(0)],
         )
         .await
         .expect("append");
@@ -221,59 +136,17 @@ async fn latency(
         .wait_for(1, Duration::from_secs(30))
         .await
         .expect("relay started");
-    let arrivals = Arc::new(Mutex::new(HashMap::new()));
+    let arrivals = Arrivals::default();
     let (log, delivery) = JetStreamSource::new(url, settings.clone()).durable("latency");
-    let consumer = Consumer::new("latency", log, delivery, Arrivals(arrivals.clone())).spawn();
-    let mut appended = HashMap::new();
-    for n in 0..events {
-        let began = Instant::now();
-        let recorded = store
-            .append(
-                &StreamId::new("Account", format!("l-{}", n % 50)),
-                ExpectedVersion::Any,
-                vec![event(n)],
-            )
-            .await
-            .expect("append");
-        appended.insert(recorded[0].position, began);
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let head = store.head_position().await.expect("head");
-    consumer
-        .wait_for(head, Duration::from_secs(60))
-        .await
-        .expect("consumer caught up");
-    relay.shutdown().await.expect("relay");
-    consumer.shutdown().await.expect("consumer");
-    let arrivals = arrivals.lock().expect("lock");
-    let mut latencies: Vec<Duration> = appended
-        .iter()
-        .map(|(position, began)| arrivals[position].duration_since(*began))
-        .collect();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    (at(0.5), at(0.99), at(1.0))
+    let consumer = Consumer::new("latency", log, delivery, arrivals.clone()).spawn();
+    bench::latency_rounds(&store, relay, consumer, &arrivals).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let events: usize = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100_000);
     let name = format!("ES_NATS_BENCH_{}", std::process::id());
-    let store = MemoryStore::new();
-    fill(&store, events).await;
-    let log = all_events(&store).await;
-    println!(
-        "es-nats bench: {events} events (~{} bytes of payload each), batches of {BATCH}, {IN_FLIGHT} acks in flight",
-        log[0].payload.get().len()
-    );
-    println!(
-        "consumer runtime alone (no-op handler over the memory log): {:.0} ev/s",
-        runtime_only(&store).await
-    );
+    let (store, log) = bench::prepare("es-nats", &format!(", {IN_FLIGHT} acks in flight")).await;
     let rounds = 5;
     let (mut raws, mut relays) = (vec![], vec![]);
     for round in 0..rounds {
@@ -289,19 +162,14 @@ async fn main() {
             raws[round], relays[round]
         );
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (raw_rate, relay_rate) = (median(&mut raws), median(&mut relays));
+    let (raw_rate, relay_rate) = (bench::median(&mut raws), bench::median(&mut relays));
     println!(
         "median of {rounds} rounds: relay {relay_rate:.0} ev/s, raw pipelined publishes {raw_rate:.0} ev/s: relay = {:.0}% of raw",
         100.0 * relay_rate / raw_rate
     );
     let latency_stream = settings(&format!("{name}_LATENCY"));
-    let (p50, p99, max) = latency(&url, &latency_stream, 2_000).await;
-    println!(
-        "end-to-end latency append -> JetStream -> durable consumer (2,000 events, one every 2 ms): p50 {p50:?}, p99 {p99:?}, max {max:?}"
-    );
+    println!("end-to-end latency append -> JetStream -> durable consumer (one event every 2 ms):");
+    let summary = latency(&url, &latency_stream).await;
+    println!("  {summary}");
     delete(&url, &latency_stream).await;
 }

@@ -6,72 +6,42 @@ mod support;
 use std::time::Duration;
 
 use es_core::{AtLeastOnce, GlobalLog, GlobalLogExt, LocalCheckpoints, LogFilter, MemoryStore};
-use es_nats::{JetStreamRelay, JetStreamRelayConfig, JetStreamSource, StreamSettings};
-use futures::StreamExt;
+use es_nats::{JetStreamRelayConfig, JetStreamSource, StreamSettings};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn config(stream: &StreamSettings) -> JetStreamRelayConfig {
-    JetStreamRelayConfig {
+/// A fresh stream for `test`, written by relays with small batches and few acknowledgements
+/// in flight.
+async fn broker(test: &str) -> NatsBroker {
+    let config = JetStreamRelayConfig {
         batch_size: 50,
         max_in_flight: 16,
-        ..JetStreamRelayConfig::new(stream.clone())
-    }
-}
-
-async fn relay_all(relay: &JetStreamRelay, store: &MemoryStore) {
-    let mut consumer = relay.consumer("relay", store.clone());
-    let progress = consumer.catch_up().await.expect("relay catches up");
-    assert_eq!(
-        progress.position,
-        store.head_position().await.expect("head")
-    );
+        ..JetStreamRelayConfig::default()
+    };
+    NatsBroker::new(test, config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_holds_each_event_once_with_its_subject_and_headers() {
-    let _ = admin().await;
-    let settings = unique_stream("layout");
+    let broker = broker("layout").await;
     let store = MemoryStore::new();
     write(&store, 4, 60, Duration::ZERO).await;
     let log = log_of(&store).await;
-    let relay = JetStreamRelay::new(nats_url(), config(&settings));
-    relay_all(&relay, &store).await;
+    scenarios::relay_all(&broker, &store).await;
     // A restart finds everything published and publishes nothing.
-    let again = JetStreamRelay::new(nats_url(), config(&settings));
-    relay_all(&again, &store).await;
-    assert_eq!(
-        again.last_published().await.expect("last"),
-        log.len() as u64
-    );
-    assert_stream_holds(&settings, &log).await;
+    scenarios::relay_all(&broker, &store).await;
+    assert_eq!(broker.last_published().await, log.len() as u64);
+    broker.assert_holds(&log).await;
 
     // The source reads it all back, exactly, through a durable consumer.
-    let source = JetStreamSource::new(nats_url(), settings.clone());
+    let source = JetStreamSource::new(nats_url(), broker.settings().clone());
     let (reader, _) = source.durable("reader");
     assert_eq!(
         reader.head_position().await.expect("head"),
         log.len() as u64
     );
-    let mut read = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = reader
-            .read_log(after, 33, &LogFilter::all())
-            .await
-            .expect("read");
-        if page.events.is_empty() {
-            assert_eq!(page.scanned_to, after);
-            break;
-        }
-        after = page.scanned_to;
-        read.extend(page.events);
-    }
-    assert_eq!(
-        read.iter().map(canonical).collect::<Vec<_>>(),
-        log.iter().map(canonical).collect::<Vec<_>>()
-    );
+    assert_same_events(&read_in_pages(&reader, 33).await, &log);
     // Reading before what it delivered (a replay) looks messages up by sequence.
     let (replayer, delivery) = source.durable("replayer");
     let mut consumer =
@@ -83,7 +53,7 @@ async fn the_stream_holds_each_event_once_with_its_subject_and_headers() {
         .expect("random read");
     assert_eq!(page.events.len(), 1);
     assert_eq!(canonical(&page.events[0]), canonical(&log[99]));
-    cleanup(&settings).await;
+    broker.cleanup().await;
 }
 
 #[derive(Default)]
@@ -103,96 +73,41 @@ impl es_core::EventHandler for RecordAll {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_at_once_and_a_stream_that_lost_its_data_publish_nothing_twice() {
-    let _ = admin().await;
-    let settings = unique_stream("two_relays");
-    let store = MemoryStore::new();
-    let first = JetStreamRelay::new(nats_url(), config(&settings))
-        .consumer("a", store.clone())
-        .spawn();
-    let second = JetStreamRelay::new(nats_url(), config(&settings))
-        .consumer("b", store.clone())
-        .spawn();
-    write(&store, 8, 100, Duration::from_micros(200)).await;
-    let head = store.head_position().await.expect("head");
-    first
-        .wait_for(head, WAIT)
-        .await
-        .expect("first relay catches up");
-    second
-        .wait_for(head, WAIT)
-        .await
-        .expect("second relay catches up");
-    assert_stream_holds(&settings, &log_of(&store).await).await;
-
-    // The stream is lost (deleted, as a server that lost its storage would): the next batch
-    // is refused, and the relays create it again and publish the whole log again, once.
-    let js = admin().await;
-    js.delete_stream(&settings.name)
-        .await
-        .expect("delete the stream");
-    write(&store, 2, 10, Duration::ZERO).await;
-    let head = store.head_position().await.expect("head");
-    first
-        .wait_for(head, WAIT)
-        .await
-        .expect("first relay refills the stream");
-    second
-        .wait_for(head, WAIT)
-        .await
-        .expect("second relay goes on");
-    let log = log_of(&store).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while messages(&settings).await.len() < log.len() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_stream_holds(&settings, &log).await;
-    first.shutdown().await.expect("clean stop");
-    second.shutdown().await.expect("clean stop");
-    cleanup(&settings).await;
+    scenarios::two_relays_and_lost_data(&broker("two_relays").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_with_other_settings_is_refused_with_the_differences() {
-    let _ = admin().await;
-    let settings = unique_stream("settings");
+    let broker = broker("settings").await;
     let store = MemoryStore::new();
     write(&store, 1, 3, Duration::ZERO).await;
-    relay_all(&JetStreamRelay::new(nats_url(), config(&settings)), &store).await;
-    let other = StreamSettings {
+    scenarios::relay_all(&broker, &store).await;
+    let mut other = broker.clone();
+    other.config.stream = StreamSettings {
         duplicate_window: Duration::from_secs(30),
-        ..settings.clone()
+        ..broker.settings().clone()
     };
-    let error = JetStreamRelay::new(nats_url(), config(&other))
+    let error = es_nats::JetStreamRelay::new(nats_url(), other.config)
         .last_published()
         .await
         .expect_err("settings differ");
     assert!(matches!(error, es_core::Error::Invalid(_)), "{error}");
     assert!(error.to_string().contains("duplicate window"), "{error}");
-    cleanup(&settings).await;
+    broker.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_follows_live_appends_woken_by_head_announcements() {
-    let _ = admin().await;
-    let settings = unique_stream("live");
+    let broker = broker("live").await;
     let store = MemoryStore::new();
-    let relay = JetStreamRelay::new(nats_url(), config(&settings))
-        .consumer("relay", store.clone())
-        .spawn();
+    let relay = broker.relay("relay", store.clone()).spawn();
     write(&store, 1, 1, Duration::ZERO).await;
     relay.wait_for(1, WAIT).await.expect("the stream exists");
-    let source = JetStreamSource::new(nats_url(), settings.clone());
+    let source = JetStreamSource::new(nats_url(), broker.settings().clone());
     let (log, _) = source.durable("follower");
-    let mut follow = log.subscribe(0, LogFilter::all());
+    let mut events = log.subscribe(0, LogFilter::all());
     write(&store, 3, 20, Duration::from_millis(1)).await;
-    for expected in &log_of(&store).await {
-        let event = tokio::time::timeout(WAIT, follow.next())
-            .await
-            .expect("the follower gets every event")
-            .expect("stream open")
-            .expect("no read error");
-        assert_eq!(canonical(&event), canonical(expected));
-    }
+    follow(&mut events, &log_of(&store).await, WAIT).await;
     // A view over the broker rebuilt at start, with in-process checkpoints, works too.
     let (log, _) = source.durable("view");
     let mut view = es_core::Consumer::new(
@@ -207,5 +122,5 @@ async fn the_source_follows_live_appends_woken_by_head_announcements() {
         store.head_position().await.expect("head")
     );
     relay.shutdown().await.expect("relay stops");
-    cleanup(&settings).await;
+    broker.cleanup().await;
 }

@@ -6,29 +6,33 @@ mod support;
 use std::time::Duration;
 
 use es_core::{GlobalLog, GlobalLogExt, LogFilter, MemoryStore};
-use es_redis::{Keys, Layout, RedisLog, RedisOptions, RedisRelay, RedisRelayConfig};
+use es_redis::{Layout, RedisLog, RedisOptions, RedisRelayConfig};
 use futures::StreamExt;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn relay_all(relay: &RedisRelay, store: &MemoryStore) {
-    let mut consumer = relay.consumer("relay", store.clone());
-    let progress = consumer.catch_up().await.expect("relay catches up");
-    assert_eq!(
-        progress.position,
-        store.head_position().await.expect("head")
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_layout_holds_each_event_once_with_all_its_fields() {
     for layout in [Layout::All, Layout::PerType, Layout::Both] {
-        let prefix = unique_prefix("layouts");
-        let keys = Keys::new(&prefix);
+        let config = RedisRelayConfig {
+            chunk_size: 7,
+            batch_size: 50,
+            ..RedisRelayConfig::default().layout(layout)
+        };
+        let mut broker = RedisBroker::new("layouts", config).await;
+        let keys = broker.keys().clone();
+        let prefix = keys.prefix().to_owned();
+        broker.config.publish = Some(prefix.clone());
         let store = MemoryStore::new();
         write(&store, 4, 60, Duration::ZERO).await;
         let log = log_of(&store).await;
+        for aggregate_type in TYPES {
+            assert!(
+                log.iter()
+                    .any(|e| e.stream.aggregate_type == aggregate_type)
+            );
+        }
 
         // Subscribe before relaying, to see the PUBLISH messages.
         let client = redis::Client::open(redis_url()).expect("url");
@@ -38,41 +42,13 @@ async fn every_layout_holds_each_event_once_with_all_its_fields() {
             .await
             .expect("psubscribe");
 
-        let config = RedisRelayConfig::new(keys.clone())
-            .layout(layout)
-            .publish(&prefix);
-        let relay = RedisRelay::new(
-            redis_url(),
-            RedisRelayConfig {
-                chunk_size: 7,
-                batch_size: 50,
-                ..config
-            },
-        )
-        .expect("relay");
-        relay_all(&relay, &store).await;
+        scenarios::relay_all(&broker, &store).await;
         // A second run (a restart) finds everything published and writes nothing.
-        let again = RedisRelay::new(redis_url(), relay.config().clone()).expect("relay");
-        relay_all(&again, &store).await;
-        assert_eq!(
-            again.last_published().await.expect("last"),
-            log.len() as u64
-        );
+        scenarios::relay_all(&broker, &store).await;
+        assert_eq!(broker.last_published().await, log.len() as u64);
 
-        if layout != Layout::PerType {
-            assert_stream_holds(&keys.all(), &log).await;
-        }
-        if layout != Layout::All {
-            for aggregate_type in ["Account", "Transfer", "Odd type.with*chars>"] {
-                let of_type: Vec<_> = log
-                    .iter()
-                    .filter(|e| e.stream.aggregate_type == aggregate_type)
-                    .cloned()
-                    .collect();
-                assert!(!of_type.is_empty());
-                assert_stream_holds(&keys.per_type(aggregate_type), &of_type).await;
-            }
-        } else {
+        broker.assert_holds(&log).await;
+        if layout == Layout::All {
             assert!(stream_entries(&keys.per_type("Account")).await.is_empty());
         }
 
@@ -112,24 +88,7 @@ async fn every_layout_holds_each_event_once_with_all_its_fields() {
                 source.head_position().await.expect("head"),
                 log.len() as u64
             );
-            let mut read = Vec::new();
-            let mut after = 0;
-            loop {
-                let page = source
-                    .read_log(after, 33, &LogFilter::all())
-                    .await
-                    .expect("read");
-                if page.events.is_empty() {
-                    assert_eq!(page.scanned_to, after);
-                    break;
-                }
-                after = page.scanned_to;
-                read.extend(page.events);
-            }
-            assert_eq!(
-                read.iter().map(canonical).collect::<Vec<_>>(),
-                log.iter().map(canonical).collect::<Vec<_>>()
-            );
+            assert_same_events(&read_in_pages(&source, 33).await, &log);
             // Filters apply, and scanned_to still covers what was skipped.
             let page = source
                 .read_log(0, 1_000, &LogFilter::all().aggregate_types(["Transfer"]))
@@ -150,93 +109,36 @@ async fn every_layout_holds_each_event_once_with_all_its_fields() {
                     .is_empty()
             );
         }
-        cleanup(&prefix).await;
+        broker.cleanup().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_at_once_and_a_broker_that_lost_its_data_publish_nothing_twice() {
-    let prefix = unique_prefix("two-relays");
-    let keys = Keys::new(&prefix);
-    let store = MemoryStore::new();
     let config = RedisRelayConfig {
         chunk_size: 10,
         batch_size: 40,
-        ..RedisRelayConfig::new(keys.clone()).layout(Layout::Both)
+        ..RedisRelayConfig::default().layout(Layout::Both)
     };
-    let first = RedisRelay::new(redis_url(), config.clone())
-        .expect("relay")
-        .consumer("a", store.clone())
-        .spawn();
-    let second = RedisRelay::new(redis_url(), config.clone())
-        .expect("relay")
-        .consumer("b", store.clone())
-        .spawn();
-    write(&store, 8, 100, Duration::from_micros(200)).await;
-    let head = store.head_position().await.expect("head");
-    first
-        .wait_for(head, WAIT)
-        .await
-        .expect("first relay catches up");
-    second
-        .wait_for(head, WAIT)
-        .await
-        .expect("second relay catches up");
-    let log = log_of(&store).await;
-    assert_stream_holds(&keys.all(), &log).await;
-
-    // Redis loses the whole-log stream (a restart without persistence): the next batch finds
-    // the broker behind, and the relay publishes everything again, once.
-    let mut admin = admin().await;
-    redis::cmd("DEL")
-        .arg(keys.all())
-        .exec_async(&mut admin)
-        .await
-        .expect("DEL");
-    write(&store, 2, 10, Duration::ZERO).await;
-    let head = store.head_position().await.expect("head");
-    first
-        .wait_for(head, WAIT)
-        .await
-        .expect("first relay refills the broker");
-    second
-        .wait_for(head, WAIT)
-        .await
-        .expect("second relay goes on");
-    let log = log_of(&store).await;
-    // Both relays may refill concurrently; the stream still ends up exactly the log.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while stream_entries(&keys.all()).await.len() < log.len()
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_stream_holds(&keys.all(), &log).await;
-    first.shutdown().await.expect("first relay stops cleanly");
-    second.shutdown().await.expect("second relay stops cleanly");
-    cleanup(&prefix).await;
+    scenarios::two_relays_and_lost_data(&RedisBroker::new("two-relays", config).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_behind_the_trimmed_retention_is_told_instead_of_skipping() {
-    let prefix = unique_prefix("trim");
-    let keys = Keys::new(&prefix);
+    let config = RedisRelayConfig {
+        batch_size: 100,
+        ..RedisRelayConfig::default().max_len(100)
+    };
+    let broker = RedisBroker::new("trim", config).await;
+    let keys = broker.keys();
     let store = MemoryStore::new();
     write(&store, 1, 1_000, Duration::ZERO).await;
-    let relay = RedisRelay::new(
-        redis_url(),
-        RedisRelayConfig {
-            batch_size: 100,
-            ..RedisRelayConfig::new(keys.clone()).max_len(100)
-        },
-    )
-    .expect("relay");
-    relay_all(&relay, &store).await;
+    scenarios::relay_all(&broker, &store).await;
     let held = stream_entries(&keys.all()).await;
     assert!(held.len() < 1_000, "MAXLEN ~ trims ({} held)", held.len());
-    assert_eq!(relay.last_published().await.expect("last"), 1_000);
+    assert_eq!(broker.last_published().await, 1_000);
 
-    let source = RedisLog::new(redis_url(), &keys).expect("source");
+    let source = RedisLog::new(redis_url(), keys).expect("source");
     let error = source
         .read_log(0, 10, &LogFilter::all())
         .await
@@ -248,30 +150,18 @@ async fn a_reader_behind_the_trimmed_retention_is_told_instead_of_skipping() {
         .await
         .expect("tail");
     assert_eq!(page.events.len(), 1);
-    cleanup(&prefix).await;
+    broker.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_follows_live_appends_woken_by_blocking_reads() {
-    let prefix = unique_prefix("live");
-    let keys = Keys::new(&prefix);
+    let broker = RedisBroker::new("live", RedisRelayConfig::default()).await;
     let store = MemoryStore::new();
-    let relay = RedisRelay::new(redis_url(), RedisRelayConfig::new(keys.clone()))
-        .expect("relay")
-        .consumer("relay", store.clone())
-        .spawn();
-    let source = RedisLog::new(RedisOptions::new(redis_url()), &keys).expect("source");
-    let mut follow = source.subscribe(0, LogFilter::all());
+    let relay = broker.relay("relay", store.clone()).spawn();
+    let source = RedisLog::new(RedisOptions::new(redis_url()), broker.keys()).expect("source");
+    let mut events = source.subscribe(0, LogFilter::all());
     write(&store, 3, 20, Duration::from_millis(1)).await;
-    let log = log_of(&store).await;
-    for expected in &log {
-        let event = tokio::time::timeout(WAIT, follow.next())
-            .await
-            .expect("the follower gets every event")
-            .expect("stream open")
-            .expect("no read error");
-        assert_eq!(canonical(&event), canonical(expected));
-    }
+    follow(&mut events, &log_of(&store).await, WAIT).await;
     relay.shutdown().await.expect("relay stops");
-    cleanup(&prefix).await;
+    broker.cleanup().await;
 }
