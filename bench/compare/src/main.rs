@@ -187,6 +187,8 @@ struct Env {
     ours_nogroup: PostgresStore,
     /// The same tables, every pooled connection pinged before use (sqlx's default).
     ours_ping: PostgresStore,
+    /// The same tables, NOTIFY at most every 20 ms (default 2 ms).
+    ours_notify20: PostgresStore,
     /// Hand-written statements: schema `hand`, a table created `LIKE ours.events`. Its pool
     /// checks connections the way ours does (only after a second idle).
     hand: PgPool,
@@ -241,6 +243,14 @@ async fn setup(admin_url: &str) -> Res<Env> {
         StoreOptions::new()
             .schema("ours")
             .ping_after_idle(Duration::ZERO)
+            .max_connections(9),
+    )
+    .await?;
+    let ours_notify20 = PostgresStore::connect_with(
+        &url,
+        StoreOptions::new()
+            .schema("ours")
+            .notify_interval(Duration::from_millis(20))
             .max_connections(9),
     )
     .await?;
@@ -313,6 +323,7 @@ async fn setup(admin_url: &str) -> Res<Env> {
         ours_quiet,
         ours_nogroup,
         ours_ping,
+        ours_notify20,
         hand,
         peer,
     })
@@ -720,6 +731,7 @@ enum AppendImpl {
     OursQuiet,
     OursNoGroup,
     OursPingAlways,
+    OursNotify20,
     Hand,
     Peer,
     /// Our one-event statement, sent by hand (see `levers`).
@@ -741,6 +753,7 @@ impl AppendImpl {
             AppendImpl::OursQuiet => (Kind::Lever, "lever: append, NOTIFY off"),
             AppendImpl::OursNoGroup => (Kind::Lever, "lever: append, group commit off"),
             AppendImpl::OursPingAlways => (Kind::Lever, "lever: append, ping on every acquire"),
+            AppendImpl::OursNotify20 => (Kind::Lever, "lever: append, NOTIFY at most every 20 ms"),
             AppendImpl::Hand if batch == 1 => {
                 (Kind::Hand, "hand-written: single INSERT (autocommit)")
             }
@@ -836,9 +849,11 @@ async fn append_cell(
         AppendImpl::Ours
         | AppendImpl::OursQuiet
         | AppendImpl::OursNoGroup
-        | AppendImpl::OursPingAlways => {
+        | AppendImpl::OursPingAlways
+        | AppendImpl::OursNotify20 => {
             let store = match imp {
                 AppendImpl::OursQuiet => env.ours_quiet.clone(),
+                AppendImpl::OursNotify20 => env.ours_notify20.clone(),
                 AppendImpl::OursNoGroup => env.ours_nogroup.clone(),
                 AppendImpl::OursPingAlways => env.ours_ping.clone(),
                 _ => env.ours.clone(),
@@ -982,6 +997,8 @@ async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
                 Ours,
                 Hand,
                 Peer,
+                OursQuiet,
+                OursNotify20,
                 OursPingAlways,
                 SqlOne,
                 SqlOneUnannounced,
@@ -998,6 +1015,7 @@ async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
                 Hand,
                 Peer,
                 OursQuiet,
+                OursNotify20,
                 OursNoGroup,
                 OursPingAlways,
                 SqlOne,
@@ -1651,6 +1669,7 @@ async fn main() -> Res<()> {
     env.ours_quiet.pool().close().await;
     env.ours_nogroup.pool().close().await;
     env.ours_ping.pool().close().await;
+    env.ours_notify20.pool().close().await;
     env.hand.close().await;
     env.peer.close().await;
     Ok(())
