@@ -110,7 +110,17 @@
 //! `pg_snapshot_xmin(pg_current_snapshot())` *in position order* is not enough either:
 //! transaction ids are assigned in one order and positions drawn in another (transaction 101
 //! draws position 5, transaction 100 draws 6 and commits; xmin is 101, so a follower returns 6
-//! and later misses 5).
+//! and later misses 5). A follower that orders and checkpoints by the pair (xid, position)
+//! does not skip (it reads (100, 6), then (101, 5)), and its writers announce nothing; this
+//! store does not use it, for its costs elsewhere: the position a consumer checkpoints
+//! becomes a pair, where es-core's log, checkpoints, consumers and relays all carry one
+//! `u64` (packing the pair into one number would renumber stored events and cap the events
+//! of a transaction); the frontier would stop at the oldest transaction holding an xid
+//! anywhere in the cluster (any database, an idle-in-transaction session, a forgotten
+//! prepared transaction, the batch transactions of [`ExactlyOnce`] consumers), where this
+//! store's stops only at open appends of its own schema; and xids restart in a restored or
+//! logically replicated copy, so new events would sort before old ones. Its write path saves
+//! less than it sounds: see the `xid8` lever of `bench/compare/RESULTS.md`.
 //!
 //! This store instead makes every in-flight append *visible* before it draws a position: each
 //! append statement reads the sequence's `last_value` (a lower bound of anything it will
@@ -142,9 +152,11 @@
 //! followers, never make them skip; so can a foreign advisory lock with the same top byte.
 //! Rows written to `events` by hand, without an announcement, are not covered.
 //!
-//! What it costs: writers never wait for each other (shared locks never conflict); each append
-//! adds a sequence read and a lock-table entry (see BENCHMARKS.md); each read of the log scans
-//! `pg_locks` once. A long-running append holds the schema's followers back until it ends.
+//! What it costs: writers never wait for each other (shared locks never conflict); each
+//! append statement (one per group under group commit) adds a sequence read and a lock-table
+//! entry (see BENCHMARKS.md); each read of the log scans `pg_locks` once (a consumer far
+//! behind reads ahead below one frontier, see below). A long-running append holds the
+//! schema's followers back until it ends.
 //!
 //! ## Filtered reads
 //!
