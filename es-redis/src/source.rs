@@ -8,7 +8,8 @@ use es_core::{
     AtLeastOnce, CheckpointStore, Error, GlobalLog, LogFilter, LogPage, ParkedEvent, Wakeup,
     WakeupSender, check_checkpoint, check_name,
 };
-use redis::{Script, Value};
+use redis::aio::MultiplexedConnection;
+use redis::{RedisError, Script, Value};
 
 use crate::codec::{decode_entry, entry_position, position_of_id};
 use crate::conn::{Conn, RedisOptions, boxed};
@@ -32,12 +33,14 @@ const MAX_READ: usize = 5_000;
 ///   deleted) fails with [`Error::Invalid`] naming both positions, since the consumer fell
 ///   behind the stream's retention and would skip events.
 /// - [`GlobalLog::wakeup`] is signalled by a task that waits on the stream with a blocking
-///   `XREAD` on a connection of its own, with polling as a fallback.
+///   `XREAD` on a connection of its own, once per arrival of new entries however many there
+///   are, with polling ([`RedisLog::poll_interval`]) as a fallback.
 ///
 /// Clones share the connection and the wake-up task, which stops with the last clone.
 #[derive(Clone)]
 pub struct RedisLog {
     inner: Arc<LogInner>,
+    poll: Duration,
 }
 
 struct LogInner {
@@ -45,7 +48,6 @@ struct LogInner {
     stream: String,
     last: Script,
     wakeup: WakeupSender,
-    poll: Duration,
     watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -83,17 +85,39 @@ impl RedisLog {
                 stream,
                 last: Script::new(LAST_SCRIPT),
                 wakeup,
-                poll: Duration::from_secs(1),
                 watcher,
             }),
+            poll: Duration::from_secs(1),
         })
+    }
+
+    /// Sets the longest a follower waits without a wake-up before it reads again (default
+    /// 1 s): how late it sees new entries while the wake-up connection is down, or when the
+    /// log was made outside a Tokio runtime.
+    pub fn poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
     }
 }
 
+/// How long one blocking read waits before it is sent again, in milliseconds.
+const BLOCK_MS: u64 = 5_000;
+
 /// Waits on `stream` with blocking reads and signals `wakeup` whenever entries arrive.
+///
+/// A follower reads after it is woken, so every entry must be followed by a signal sent after
+/// it was written, or the follower could read before it and then sleep until the next poll.
+/// The task therefore never blocks on `$` ("entries from now on", which misses what is
+/// written between two reads): it starts from the stream's newest entry, read when it first
+/// connects, signalling once then for whatever was written before it listened; and each
+/// round sends, in one pipeline, `XREVRANGE stream + (last COUNT 1` (the newest entry after
+/// `last`) and the blocking `XREAD COUNT 1 ... last`, signals if either found one, and goes
+/// on from the newest. A burst of N entries costs one or two rounds and signals, not N (one
+/// `XREAD COUNT 1` per entry, each waking every follower for an empty read).
 async fn watch(conn: Conn, stream: String, wakeup: WakeupSender) {
     let mut failures = 0u32;
-    let mut last_id = "$".to_owned();
+    // The newest id that a signal already covers; `None` until read from the stream.
+    let mut last: Option<String> = None;
     loop {
         let mut connection = match conn.connect(Some(Duration::from_secs(15))).await {
             Ok(connection) => connection,
@@ -104,34 +128,72 @@ async fn watch(conn: Conn, stream: String, wakeup: WakeupSender) {
                 continue;
             }
         };
-        loop {
-            let reply: redis::RedisResult<Value> = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(1)
-                .arg("BLOCK")
-                .arg(5_000)
-                .arg("STREAMS")
-                .arg(&stream)
-                .arg(&last_id)
-                .query_async(&mut connection)
-                .await;
-            match reply {
-                Ok(Value::Nil) => failures = 0,
-                Ok(reply) => {
-                    failures = 0;
-                    if let Some(id) = newest_id(&reply) {
-                        last_id = id;
-                    }
-                    wakeup.notify();
-                }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    tracing::debug!(%error, "Redis log wake-ups: read failed; reconnecting");
-                    wakeup.notify();
-                    tokio::time::sleep(pause(failures)).await;
-                    break;
-                }
+        let error = follow(&mut connection, &stream, &wakeup, &mut last, &mut failures).await;
+        failures = failures.saturating_add(1);
+        tracing::debug!(%error, "Redis log wake-ups: read failed; reconnecting");
+        wakeup.notify();
+        tokio::time::sleep(pause(failures)).await;
+    }
+}
+
+/// Signals `wakeup` for every arrival of entries after `last` on `stream` (see [`watch`]),
+/// until a read fails; returns the failure.
+async fn follow(
+    connection: &mut MultiplexedConnection,
+    stream: &str,
+    wakeup: &WakeupSender,
+    last: &mut Option<String>,
+    failures: &mut u32,
+) -> RedisError {
+    loop {
+        let from = match last.clone() {
+            Some(id) => id,
+            None => {
+                let newest: Value = match redis::cmd("XREVRANGE")
+                    .arg(stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(connection)
+                    .await
+                {
+                    Ok(newest) => newest,
+                    Err(error) => return error,
+                };
+                let id = first_id(&newest).unwrap_or_else(|| "0-0".to_owned());
+                *last = Some(id.clone());
+                wakeup.notify();
+                id
             }
+        };
+        let (newer, read): (Value, Value) = match redis::pipe()
+            .cmd("XREVRANGE")
+            .arg(stream)
+            .arg("+")
+            .arg(format!("({from}"))
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(&from)
+            .query_async(connection)
+            .await
+        {
+            Ok(replies) => replies,
+            Err(error) => return error,
+        };
+        *failures = 0;
+        // XREVRANGE ran first: what it found is the newest of both; without it, the entry
+        // XREAD waited for is (entries written after it come in the next round).
+        if let Some(id) = first_id(&newer).or_else(|| newest_id(&read)) {
+            *last = Some(id);
+            wakeup.notify();
         }
     }
 }
@@ -156,10 +218,23 @@ fn newest_id(reply: &Value) -> Option<String> {
     let Value::Array(entries) = entries else {
         return None;
     };
-    let Value::Array(last) = entries.last()? else {
+    entry_id(entries.last()?)
+}
+
+/// The id of the first entry in an XRANGE or XREVRANGE reply (`[[id, fields], ...]`).
+fn first_id(reply: &Value) -> Option<String> {
+    let Value::Array(entries) = reply else {
         return None;
     };
-    match last.first()? {
+    entry_id(entries.first()?)
+}
+
+/// The id of an entry (`[id, fields]`).
+fn entry_id(entry: &Value) -> Option<String> {
+    let Value::Array(entry) = entry else {
+        return None;
+    };
+    match entry.first()? {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
         Value::SimpleString(text) => Some(text.clone()),
         _ => None,
@@ -234,7 +309,7 @@ impl GlobalLog for RedisLog {
     }
 
     fn wakeup(&self) -> Wakeup {
-        self.inner.wakeup.subscribe(self.inner.poll)
+        self.inner.wakeup.subscribe(self.poll)
     }
 }
 

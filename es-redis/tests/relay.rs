@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use es_core::{GlobalLog, GlobalLogExt, LogFilter, MemoryStore};
@@ -163,5 +165,84 @@ async fn the_source_follows_live_appends_woken_by_blocking_reads() {
     write(&store, 3, 20, Duration::from_millis(1)).await;
     follow(&mut events, &log_of(&store).await, WAIT).await;
     relay.shutdown().await.expect("relay stops");
+    broker.cleanup().await;
+}
+
+/// A burst of entries wakes followers a few times, not once per entry: the wake-up task used
+/// to step through the stream with one `XREAD COUNT 1` round trip per entry, signalling each
+/// time, and every signal sent every idle follower to read nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_entries_wakes_followers_a_few_times_not_once_per_entry() {
+    let config = RedisRelayConfig {
+        chunk_size: 1_000,
+        batch_size: 5_000,
+        ..RedisRelayConfig::default()
+    };
+    let broker = RedisBroker::new("burst", config).await;
+    let name = format!("es-redis-test-burst-{}", unique_suffix());
+    let options = RedisOptions::new(redis_url()).client_name(&name);
+    // No polling: every return of `wait` is a signal.
+    let source = RedisLog::new(options, broker.keys())
+        .expect("source")
+        .poll_interval(Duration::from_secs(3_600));
+    wait_until_blocked(&name).await;
+    let mut wakeup = source.wakeup();
+    let signals = Arc::new(AtomicUsize::new(0));
+    let counter = tokio::spawn({
+        let signals = signals.clone();
+        async move {
+            loop {
+                wakeup.wait().await;
+                signals.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let store = MemoryStore::new();
+    write(&store, 4, 5_000, Duration::ZERO).await;
+    scenarios::relay_all(&broker, &store).await;
+    // Blocked again: the task has seen the last entry (an XREAD with entries after its id
+    // returns at once), and signalled for it.
+    wait_until_blocked(&name).await;
+    let signals = signals.load(Ordering::SeqCst);
+    counter.abort();
+    eprintln!("{signals} signals for 20,000 entries");
+    assert!(signals > 0, "the burst was signalled");
+    // 20 script calls wrote the 20,000 entries, each waking the task at most twice (its
+    // XREAD returns the first entry, the next XREVRANGE the newest); 100 leaves room.
+    assert!(signals <= 100, "{signals} signals for 20,000 entries");
+    broker.cleanup().await;
+}
+
+/// An entry written while the wake-up task is reconnecting, before it has seen any entry,
+/// still wakes followers: the task used to block on `$` ("entries from now on") and so
+/// missed it, leaving followers to the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_written_while_the_wake_up_connection_is_down_still_wakes_followers() {
+    let broker = RedisBroker::new("reconnect", RedisRelayConfig::default()).await;
+    let name = format!("es-redis-test-reconnect-{}", unique_suffix());
+    let options = RedisOptions::new(redis_url()).client_name(&name);
+    let source = RedisLog::new(options, broker.keys())
+        .expect("source")
+        .poll_interval(Duration::from_secs(3_600));
+    wait_until_blocked(&name).await;
+    let mut wakeup = source.wakeup();
+    // The server closes the wake-up connection (the only one named so: nothing was read);
+    // the task signals the failure, then waits before it reconnects.
+    assert_eq!(kill_clients(&name).await, 1);
+    tokio::time::timeout(WAIT, wakeup.wait())
+        .await
+        .expect("the failure is signalled");
+    // Meanwhile, an entry.
+    redis::cmd("XADD")
+        .arg(broker.keys().all())
+        .arg("1-0")
+        .arg("field")
+        .arg("value")
+        .exec_async(&mut admin().await)
+        .await
+        .expect("XADD");
+    tokio::time::timeout(WAIT, wakeup.wait())
+        .await
+        .expect("the entry written while disconnected wakes followers");
     broker.cleanup().await;
 }

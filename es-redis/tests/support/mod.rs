@@ -146,6 +146,33 @@ pub async fn kill_clients(name: &str) -> usize {
     ids.len()
 }
 
+/// Waits until the connection named `name` is blocked in a command (`CLIENT LIST` flag `b`),
+/// as a blocking `XREAD` is once it has nothing more to return.
+pub async fn wait_until_blocked(name: &str) {
+    let mut connection = admin().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut connection)
+            .await
+            .expect("CLIENT LIST");
+        let blocked = list.lines().any(|line| {
+            let mut fields = line.split(' ');
+            let named = fields.clone().any(|kv| kv == format!("name={name}"));
+            named && fields.any(|kv| kv.strip_prefix("flags=").is_some_and(|f| f.contains('b')))
+        });
+        if blocked {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection named {name} never blocked: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Redis under test, with the relay configuration the test gives.
 #[derive(Debug, Clone)]
 pub struct RedisBroker {
