@@ -41,6 +41,12 @@ use crate::rows::{GroupRow, Landed};
 use crate::sql::expected_code;
 use crate::store::{PostgresStore, recorded};
 
+thread_local! {
+    /// Set while a lane's release starts a leader, so that a leader dropped at once (by a
+    /// runtime shutting down) does not start another from its own release, and so on.
+    static RELEASING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Most appends sent in one group.
 pub(crate) const MAX_APPENDS: usize = 64;
 /// Most events sent in one group; a larger append always runs alone.
@@ -158,9 +164,18 @@ impl GroupCommit {
         if state.pending.is_empty() || state.running >= self.lanes {
             return;
         }
+        if RELEASING.get() {
+            // A leader task was dropped as soon as it was spawned (its runtime is shutting
+            // down) and this is its lane: hand the queue back instead of spawning again.
+            drop(state);
+            self.disband();
+            return;
+        }
         state.running += 1;
         drop(state);
+        RELEASING.set(true);
         start_leader(store, this);
+        RELEASING.set(false);
     }
 
     /// The next group: queued appends to distinct streams, in arrival order, within the

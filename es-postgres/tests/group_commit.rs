@@ -413,3 +413,83 @@ async fn writers_sharing_groups_lose_and_double_nothing() {
         assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
     }
 }
+
+/// A runtime shut down with appends queued for a group: the queue is handed back (a leader
+/// spawned on a closing runtime is dropped at once and must not start another), nothing
+/// hangs or overflows, and nothing is half written.
+#[test]
+fn a_runtime_shut_down_with_a_queue_hands_the_queue_back() {
+    let outer = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("outer runtime");
+    let (store, direct, blocker) = outer.block_on(async {
+        let store = common::fresh_store_with(StoreOptions::new().group_commit(1), 8).await;
+        let direct = common::reopen(&store, StoreOptions::new().group_commit(0), 4);
+        let mut blocker = direct.begin().await.expect("begin");
+        direct
+            .append_in(
+                &mut blocker,
+                &StreamId::new("Lane", "held"),
+                ExpectedVersion::Any,
+                vec![event("B", 0)],
+            )
+            .await
+            .expect("blocker");
+        (store, direct, blocker)
+    });
+    let inner = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("inner runtime");
+    let (lane, members) = inner.block_on(async {
+        let lane = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append(
+                        &StreamId::new("Lane", "held"),
+                        ExpectedVersion::Any,
+                        vec![event("W", 1)],
+                    )
+                    .await
+            }
+        });
+        wait_for_lock_wait(store.schema()).await;
+        let mut members = Vec::new();
+        for i in 0..3 {
+            members.push(
+                queued(append(
+                    &store,
+                    s(&format!("q{i}")),
+                    ExpectedVersion::NoStream,
+                    events("E", i * 10, 2),
+                ))
+                .await,
+            );
+        }
+        (lane, members)
+    });
+    // Everything queued belongs to the inner runtime, which goes away now.
+    drop(members);
+    drop(lane);
+    drop(inner);
+    outer.block_on(async {
+        blocker.rollback().await.expect("rollback");
+        for i in 0..3 {
+            let version = direct
+                .stream_version(&s(&format!("q{i}")))
+                .await
+                .expect("version");
+            assert!(version == 0 || version == 2, "whole or nothing: {version}");
+        }
+        // The store still works from the other runtime, alone and in groups.
+        let written = store
+            .append(&s("after"), ExpectedVersion::NoStream, events("E", 100, 2))
+            .await
+            .expect("append after the shutdown");
+        assert_eq!(written.len(), 2);
+    });
+}
