@@ -31,8 +31,9 @@ use crate::store::{clamp_i64, storable_names};
 
 /// Cursors kept at once (one per consumer catching up; the least recently used goes first).
 const MAX_CURSORS: usize = 16;
-/// Chunks read ahead of the consumer.
-const CHUNKS_AHEAD: usize = 4;
+/// Chunks read ahead of the consumer (with the one being read and the one being handed out,
+/// a cursor holds at most about four chunks: some megabytes).
+const CHUNKS_AHEAD: usize = 2;
 /// Events per read of the task, at least.
 const MIN_CHUNK: usize = 4_000;
 /// A cursor nobody read for this long is dropped (its task ends).
