@@ -573,7 +573,9 @@ async fn a_dropped_append_in_a_transaction_refuses_to_commit() {
 
 #[tokio::test]
 async fn a_lease_is_exclusive_across_stores_and_lost_when_taken_over() {
-    let ttl = Duration::from_millis(600);
+    // A renewal that cannot be written within half the TTL gives the lease up; with a short
+    // TTL, a busy CI disk's fsyncs alone can do that. Three seconds leave renewals 1.5 s.
+    let ttl = Duration::from_secs(3);
     let store = SqliteStore::temporary_with(StoreOptions::new().lease_ttl(ttl))
         .await
         .expect("store");
