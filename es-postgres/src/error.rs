@@ -76,6 +76,21 @@ pub(crate) fn classify(error: sqlx::Error, phase: Phase) -> Error {
     }
 }
 
+/// Whether `error` says the connection died under the statement (killed by the server, reset,
+/// closed) rather than the statement failing: a read that fails so may run again elsewhere.
+pub(crate) fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 57P01-57P03: shutdown, crash or "cannot connect now"; not 57014 (a cancelled
+            // statement, which would only be cancelled again).
+            sqlstate_class(&code) == "08" || code.starts_with("57P")
+        }
+        _ => false,
+    }
+}
+
 fn sqlstate_class(code: &str) -> &str {
     code.get(..2).unwrap_or("")
 }

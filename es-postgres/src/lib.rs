@@ -184,6 +184,11 @@
 //! with plain indexed reads (every position below a frontier is settled, so they need no
 //! `pg_locks` scan of their own), while the consumer handles the current page. The pages are
 //! the ones fresh reads would return.
+//!
+//! **Stop consumers before dropping their schema.** An [`ExactlyOnce`] batch holds row locks
+//! on its checkpoint (and its handler's tables) until it commits; a `DROP SCHEMA ... CASCADE`
+//! sent meanwhile waits for them, and the batch's next statement then waits for the drop's
+//! locks: PostgreSQL resolves it as a deadlock and one of the two fails.
 #![doc(test(attr(deny(warnings))))]
 
 mod checkpoint;

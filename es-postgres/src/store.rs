@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use es_core::{
     BoxError, Error, ExpectedVersion, Limits, Metadata, NewEvent, RecordedEvent, ReplayEvent,
-    Snapshot, SnapshotStore, StreamId, StreamQuery, StreamStore, WakeupSender,
+    Snapshot, SnapshotStore, StreamId, StreamQuery, StreamStore, WakeupSender, check_stream,
 };
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -188,8 +188,10 @@ impl StoreOptions {
     /// than this is checked with a round trip before use (default 1 s). sqlx checks every
     /// connection on every acquire, which costs a command a round trip per statement;
     /// [`Duration::ZERO`] restores that. A connection that died less than this ago is found
-    /// dead by the statement itself: a read fails with [`Error::Backend`], a write with
-    /// [`Error::OutcomeUnknown`](es_core::Error::OutcomeUnknown) (retry with the same ids).
+    /// dead by the statement itself: a read by stream or event id runs again on another
+    /// connection, a read of the global log fails with [`Error::Backend`] (consumers retry
+    /// it), and a write with [`Error::OutcomeUnknown`](es_core::Error::OutcomeUnknown) (retry
+    /// with the same ids).
     /// Pools given to [`PostgresStore::from_pool`] keep their own settings.
     pub fn ping_after_idle(mut self, idle: Duration) -> Self {
         self.ping_after_idle = idle;
@@ -673,6 +675,29 @@ impl PostgresStore {
 
     /// One attempt: when `fast`, the plain-SQL statement first (`sql::append_one` for one
     /// event, `sql::append_fast` for more), then `es_append` if that wrote nothing.
+    /// Runs the read `query` on a pooled connection, and again on another while the
+    /// connection turns out dead (killed by the server, reset) rather than the read failing,
+    /// at most once per pooled connection: a pool checks only connections idle for
+    /// [`StoreOptions::ping_after_idle`], so after the server dropped them all, each may be
+    /// handed out once more before it is discarded. A read changes nothing, so it is safe
+    /// to repeat.
+    async fn read<T, F, Fut>(&self, query: F) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut tries = self.pool.options().get_max_connections();
+        loop {
+            match query().await {
+                Err(lost) if tries > 0 && error::connection_lost(&lost) => {
+                    tracing::debug!(error = %lost, "connection lost under a read; reading again");
+                    tries -= 1;
+                }
+                done => return done.map_err(error::uncommitted),
+            }
+        }
+    }
+
     async fn attempt(
         &self,
         conn: &mut PgConnection,
@@ -935,59 +960,59 @@ impl StreamStore for PostgresStore {
         stream: &StreamId,
         query: &StreamQuery,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        if stream.aggregate_type.contains('\0') || stream.aggregate_id.contains('\0') {
-            // Never stored (see Limits): nothing to read.
-            return Ok(Vec::new());
-        }
-        let rows: Vec<EventRow> = sqlx::query_as(AssertSqlSafe(self.inner.sql.read_stream.clone()))
-            .bind(&stream.aggregate_type)
-            .bind(&stream.aggregate_id)
-            .bind(clamp_i64(query.from_version))
-            .bind(query.to_version.map_or(i64::MAX, clamp_i64))
-            .bind(storable_names(&query.event_names))
-            .bind(query.recorded_until)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error::uncommitted)?;
+        check_stream(stream)?;
+        let names = storable_names(&query.event_names);
+        let rows: Vec<EventRow> = self
+            .read(|| {
+                sqlx::query_as(AssertSqlSafe(self.inner.sql.read_stream.clone()))
+                    .bind(&stream.aggregate_type)
+                    .bind(&stream.aggregate_id)
+                    .bind(clamp_i64(query.from_version))
+                    .bind(query.to_version.map_or(i64::MAX, clamp_i64))
+                    .bind(names.clone())
+                    .bind(query.recorded_until)
+                    .fetch_all(&self.pool)
+            })
+            .await?;
         rows.into_iter().map(RecordedEvent::try_from).collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
-        if stream.aggregate_type.contains('\0') || stream.aggregate_id.contains('\0') {
-            return Ok(0);
-        }
-        let version: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.stream_version.clone()))
-            .bind(&stream.aggregate_type)
-            .bind(&stream.aggregate_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(error::uncommitted)?;
+        check_stream(stream)?;
+        let version: i64 = self
+            .read(|| {
+                sqlx::query_scalar(AssertSqlSafe(self.inner.sql.stream_version.clone()))
+                    .bind(&stream.aggregate_type)
+                    .bind(&stream.aggregate_id)
+                    .fetch_one(&self.pool)
+            })
+            .await?;
         rows::position(version, "stream version")
     }
 
     async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, Error> {
-        let row: Option<EventRow> =
-            sqlx::query_as(AssertSqlSafe(self.inner.sql.read_event.clone()))
-                .bind(event_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(error::uncommitted)?;
+        let row: Option<EventRow> = self
+            .read(|| {
+                sqlx::query_as(AssertSqlSafe(self.inner.sql.read_event.clone()))
+                    .bind(event_id)
+                    .fetch_optional(&self.pool)
+            })
+            .await?;
         row.map(RecordedEvent::try_from).transpose()
     }
 }
 
 impl SnapshotStore for PostgresStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, Error> {
-        if stream.aggregate_type.contains('\0') || stream.aggregate_id.contains('\0') {
-            return Ok(None);
-        }
-        let row: Option<SnapshotRow> =
-            sqlx::query_as(AssertSqlSafe(self.inner.sql.load_snapshot.clone()))
-                .bind(&stream.aggregate_type)
-                .bind(&stream.aggregate_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(error::uncommitted)?;
+        check_stream(stream)?;
+        let row: Option<SnapshotRow> = self
+            .read(|| {
+                sqlx::query_as(AssertSqlSafe(self.inner.sql.load_snapshot.clone()))
+                    .bind(&stream.aggregate_type)
+                    .bind(&stream.aggregate_id)
+                    .fetch_optional(&self.pool)
+            })
+            .await?;
         row.map(|row| row.convert(stream)).transpose()
     }
 
@@ -1021,18 +1046,18 @@ impl SnapshotStore for PostgresStore {
         stream: &StreamId,
         state_version: Option<u32>,
     ) -> Result<(Option<Snapshot>, Vec<ReplayEvent>), Error> {
-        if stream.aggregate_type.contains('\0') || stream.aggregate_id.contains('\0') {
-            return Ok((None, Vec::new()));
-        }
+        check_stream(stream)?;
         // A state version beyond i32 cannot be stored, so no snapshot can match it.
         let state_version = state_version.and_then(|v| i32::try_from(v).ok());
-        let rows: Vec<LoadRow> = sqlx::query_as(AssertSqlSafe(self.inner.sql.load_stream.clone()))
-            .bind(&stream.aggregate_type)
-            .bind(&stream.aggregate_id)
-            .bind(state_version)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error::uncommitted)?;
+        let rows: Vec<LoadRow> = self
+            .read(|| {
+                sqlx::query_as(AssertSqlSafe(self.inner.sql.load_stream.clone()))
+                    .bind(&stream.aggregate_type)
+                    .bind(&stream.aggregate_id)
+                    .bind(state_version)
+                    .fetch_all(&self.pool)
+            })
+            .await?;
         let mut snapshot = None;
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {

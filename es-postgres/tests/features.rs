@@ -894,3 +894,56 @@ async fn pg_tx_never_fakes_a_commit_nor_leaks_a_transaction() {
         recorded[0].event_id
     );
 }
+
+/// Reads by stream or event id survive a server that just killed every pooled connection:
+/// `connect_with`'s pool checks only connections idle for a second, so the next reads are
+/// handed dead connections, and each must run again on a live one instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_run_again_when_the_server_killed_their_connections() {
+    let schema = common::fresh_schema().await;
+    let app = format!("reads_{}", uuid::Uuid::now_v7().simple());
+    let url = format!("{}?application_name={app}", common::test_url());
+    let store =
+        PostgresStore::connect_with(&url, StoreOptions::new().schema(&schema).max_connections(4))
+            .await
+            .expect("connect");
+    let s = StreamId::new("Acc", "killed");
+    let stored = store
+        .append(&s, ExpectedVersion::NoStream, events("E", 0, 3))
+        .await
+        .expect("append");
+    let all = StreamQuery::all();
+    for round in 0..3 {
+        // Fill the pool with connections, all idle a moment later.
+        let reads = (0..4).map(|_| store.read_stream(&s, &all));
+        for read in futures::future::join_all(reads).await {
+            assert_eq!(read.expect("read before the kill").len(), 3);
+        }
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1",
+        )
+        .bind(&app)
+        .fetch_one(&common::pool("killer", 1))
+        .await
+        .expect("kill");
+        assert!(killed >= 1, "round {round}: nothing to kill");
+        assert_eq!(
+            store
+                .read_stream(&s, &StreamQuery::all())
+                .await
+                .expect("read_stream after the kill")
+                .len(),
+            3
+        );
+        assert_eq!(store.stream_version(&s).await.expect("version"), 3);
+        let found = store
+            .read_event(stored[1].event_id)
+            .await
+            .expect("read_event after the kill");
+        assert_eq!(found.map(|e| e.version), Some(2));
+        let (_, loaded) = store.load_stream(&s, None).await.expect("load_stream");
+        assert_eq!(loaded.len(), 3);
+        assert!(store.load_snapshot(&s).await.expect("snapshot").is_none());
+    }
+}

@@ -444,18 +444,13 @@ impl<S: Store> Ledger<S> {
             es_core::Aggregate::apply_event(&mut transfer, &event.decode()?);
         }
         let status = transfer.status();
-        let settled = status != TransferStatus::Completed
-            || !self
-                .load_account(transfer.from_account())
-                .await?
-                .is_in_flight(id);
         let outcome = TransferOutcome {
             transfer_id: id,
             status,
             reason: transfer.reason().map(str::to_owned),
             correlation_id: first.metadata.correlation_id,
         };
-        Ok((outcome, last.position, status.is_final() && settled))
+        Ok((outcome, last.position, status.is_final()))
     }
 
     /// The current state of a transfer, from its aggregate.

@@ -12,7 +12,8 @@
 //!
 //! A refusal is an outcome, recorded on the transfer, never retried: a refused debit rejects
 //! the transfer, a refused credit fails it and the source is refunded (compensated), and a
-//! refused settlement (the source was never debited) reverses the credit (compensated).
+//! refused settlement (the source was never debited) reverses the credit (compensated). The
+//! source is settled before the transfer is marked completed, so `Completed` is final.
 //! Should two runners ever overlap (a lease lost mid-batch), the one whose step lost the race
 //! undoes its own effect: a debit that lands on a rejected transfer is refunded, and a credit
 //! that lands on a failed one is reversed. Anything else the domain refuses is a permanent
@@ -168,8 +169,16 @@ impl<S: Store> TransferProcess<S> {
                 let credit = |a: &Account| a.receive_transfer(transfer_id, from, &amount);
                 match step.account(to, "credit", credit).await? {
                     Ok(()) => {
-                        if step.transfer("complete", |t| t.complete()).await?.is_err() {
-                            // Failed meanwhile by another runner, which refunds the source.
+                        // Settled before completing, so that `Completed` is final.
+                        let settle = |a: &Account| a.settle_transfer(transfer_id);
+                        if let Err(why) = step.account(from, "settle", settle).await? {
+                            // The source has no such debit in flight: the credit must not stand.
+                            let why = format!("{from}: {why}");
+                            let reverse = |a: &Account| a.reverse_transfer(transfer_id, &why);
+                            refused(step.account(to, "reverse", reverse).await?)?;
+                            refused(step.transfer("compensate", |t| t.compensate()).await?)?;
+                        } else if step.transfer("complete", |t| t.complete()).await?.is_err() {
+                            // Failed meanwhile by another runner: the credit must not stand.
                             let why = "credited after the credit failed";
                             let undo = |a: &Account| a.reverse_transfer(transfer_id, why);
                             refused(step.account(to, "undo-credit", undo).await?)?;
@@ -189,17 +198,10 @@ impl<S: Store> TransferProcess<S> {
                 refused(step.account(from, "refund", refund).await?)?;
                 refused(step.transfer("compensate", |t| t.compensate()).await?)?;
             }
-            TransferStatus::Completed => {
-                let settle = |a: &Account| a.settle_transfer(transfer_id);
-                if let Err(why) = step.account(from, "settle", settle).await? {
-                    // The source has no such debit in flight: the credit must not stand.
-                    let why = format!("{from}: {why}");
-                    let reverse = |a: &Account| a.reverse_transfer(transfer_id, &why);
-                    refused(step.account(to, "reverse", reverse).await?)?;
-                    refused(step.transfer("compensate", |t| t.compensate()).await?)?;
-                }
-            }
-            TransferStatus::None | TransferStatus::Rejected | TransferStatus::Compensated => {}
+            TransferStatus::None
+            | TransferStatus::Rejected
+            | TransferStatus::Completed
+            | TransferStatus::Compensated => {}
         }
         Ok(())
     }

@@ -251,9 +251,11 @@ async fn keyed_commands_run_once_across_two_servers_killed_connections_and_disco
     .unwrap();
 }
 
-/// A GET, repeated while it answers a 5xx (a connection the killer cut may fail one read).
+/// A GET, repeated while it answers a 5xx: each pooled connection the killer cut may fail
+/// one read of the ledger's own tables before the pool discards it (reads through the store
+/// run again by themselves), and each server's pool holds up to 16.
 async fn get(api: &common::Api, path: &str) -> (StatusCode, Value) {
-    for _ in 0..10 {
+    for _ in 0..40 {
         let (status, body) = api.get(path).await;
         if !status.is_server_error() {
             return (status, body);

@@ -9,6 +9,27 @@ use crate::envelope::Snapshot;
 use crate::json::MAX_JSON_DEPTH;
 use crate::limits::{Limits, MAX_ID_BYTES, MAX_NAME_BYTES};
 
+/// Asserts that every read by stream id refuses `stream` with [`Error::Invalid`], as appends do:
+/// a store must not answer "empty" for an id it could never have stored.
+async fn refuse_reads<S: EventStore>(store: &S, stream: &StreamId, what: &str) {
+    assert_invalid(
+        store.read_stream(stream, &StreamQuery::all()).await,
+        &format!("read_stream of {what}"),
+    );
+    assert_invalid(
+        store.stream_version(stream).await,
+        &format!("stream_version of {what}"),
+    );
+    assert_invalid(
+        store.load_snapshot(stream).await,
+        &format!("load_snapshot of {what}"),
+    );
+    assert_invalid(
+        store.load_stream(stream, Some(1)).await,
+        &format!("load_stream of {what}"),
+    );
+}
+
 /// Asserts that a refused append wrote nothing: no event by id, the stream and head unchanged.
 async fn assert_nothing_written<S: EventStore>(
     store: &S,
@@ -274,6 +295,7 @@ pub async fn stream_ids_and_names_at_and_beyond_their_limits<S: EventStore + Clo
                 .await,
             &what,
         );
+        refuse_reads(&store, s, &what).await;
     }
     let ok = stream("names");
     for name in [
@@ -317,6 +339,7 @@ pub async fn nul_is_refused_everywhere<S: EventStore + Clone + 'static>(store: S
                 .await,
             "NUL in a snapshot's stream id",
         );
+        refuse_reads(&store, &s, "NUL in a stream id").await;
     }
     let mut named = event("E", 1);
     named.event_name = "Na\0me".into();

@@ -241,12 +241,6 @@ impl Account {
             .count()
     }
 
-    /// Whether the outgoing transfer `transfer_id` was debited and is neither settled nor
-    /// refunded.
-    pub fn is_in_flight(&self, transfer_id: Uuid) -> bool {
-        matches!(self.outgoing.get(&transfer_id), Some(Leg::InFlight(_)))
-    }
-
     /// Opens the account.
     pub fn open(
         &self,

@@ -58,7 +58,7 @@ named! {
         Rejected = "rejected",
         /// Source debited: the destination is to be credited.
         Debited = "debited",
-        /// Destination credited. Final once the source is settled.
+        /// Destination credited and source settled. Final.
         Completed = "completed",
         /// Credit refused: the source is to be refunded.
         CreditFailed = "credit_failed",
@@ -77,9 +77,11 @@ impl TransferStatus {
 /// One transfer between two accounts, as a state machine:
 ///
 /// ```text
-/// Requested ──debit ok──▶ Debited ──credit ok──▶ Completed ──source never debited──┐
-///     │                      │                                                     ▼
-///     └─debit refused─▶ Rejected    └─credit refused─▶ CreditFailed ──refund──▶ Compensated
+/// Requested ──debit ok──▶ Debited ──credit ok, source settled──▶ Completed
+///     │                      ├──credit ok, source never debited: credit reversed──┐
+///     │                      └──credit refused──▶ CreditFailed ──refund──┐        │
+///     └──debit refused──▶ Rejected                                       ▼        ▼
+///                                                                       Compensated
 /// ```
 ///
 /// Each step is idempotent: repeating a step already taken decides nothing, so the process
@@ -226,9 +228,9 @@ impl Transfer {
     }
 
     /// Records that the transfer was undone: after a failed credit (the source refunded), or
-    /// after completion when the source turned out never debited (the credit reversed).
+    /// after a credit when the source turned out never debited (the credit reversed).
     pub fn compensate(&self) -> Result<Option<TransferCompensated>, LedgerError> {
-        let from = [TransferStatus::CreditFailed, TransferStatus::Completed];
+        let from = [TransferStatus::CreditFailed, TransferStatus::Debited];
         self.step(&from, TransferStatus::Compensated, "compensate", || {
             TransferCompensated {}
         })
