@@ -83,13 +83,15 @@ fn the_relay_command_feeds_serve_read_from() {
     run(&["deposit", "ada", "10"]);
     run(&["transfer", "ada", "bob", "4"]);
     let spawn = |args: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(args)
-            .current_dir(&dir)
-            .env_remove("DATABASE_URL")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = common::Running(
+            Command::new(env!("CARGO_BIN_EXE_ledger"))
+                .args(args)
+                .current_dir(&dir)
+                .env_remove("DATABASE_URL")
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let lines = BufReader::new(child.stderr.take().unwrap()).lines();
         (child, lines)
     };

@@ -540,12 +540,19 @@ fn a_credit_that_must_not_stand_is_reversed_once() {
     Scenario::<Account>::given(vec![opened(0)])
         .when(|a| a.reverse_transfer(other, ""))
         .then_error(LedgerError::UnknownIncomingTransfer(other));
-    // A completed transfer whose source turned out never debited can be compensated.
+    // A credited transfer whose source turned out never debited is compensated before it
+    // completes; a completed transfer is final.
+    Scenario::<Transfer>::given(vec![requested(), TransferDebited {}.into()])
+        .when(|t| t.compensate())
+        .then_events(TransferCompensated {});
     Scenario::<Transfer>::given(vec![
         requested(),
         TransferDebited {}.into(),
         TransferCompleted {}.into(),
     ])
     .when(|t| t.compensate())
-    .then_events(TransferCompensated {});
+    .then_error(LedgerError::InvalidTransferStep {
+        status: TransferStatus::Completed,
+        step: "compensate",
+    });
 }

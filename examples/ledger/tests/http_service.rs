@@ -139,20 +139,22 @@ fn a_refused_database_connection_is_reported_at_once_with_its_cause_and_no_passw
 #[test]
 fn the_service_logs_request_ids_and_es_core_spans_as_json() {
     use std::io::{BufRead, BufReader};
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args([
-            "--memory",
-            "--log-format",
-            "json",
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info,es_core=debug")
-        .env_remove("DATABASE_URL")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
+    let mut serve = common::Running(
+        Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args([
+                "--memory",
+                "--log-format",
+                "json",
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "info,es_core=debug")
+            .env_remove("DATABASE_URL")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve starts"),
+    );
     let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
     let base = lines
         .find_map(|line| line.ok()?.split("listening on ").nth(1).map(str::to_owned))

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,21 +16,23 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// `ledger serve` on `url` and `schema`; returns the child and its base URL.
-fn serve(url: &str, schema: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args([
-            "--database-url",
-            url,
-            "--schema",
-            schema,
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
+fn serve(url: &str, schema: &str) -> (common::Running, String) {
+    let mut child = common::Running(
+        Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args([
+                "--database-url",
+                url,
+                "--schema",
+                schema,
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve starts"),
+    );
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let base = lines
         .find_map(|line| line.ok()?.split("listening on ").nth(1).map(str::to_owned))
@@ -88,8 +90,8 @@ async fn keyed_commands_run_once_across_two_servers_killed_connections_and_disco
     let base_url = common::database_url();
     let sep = if base_url.contains('?') { '&' } else { '?' };
     let url = format!("{base_url}{sep}application_name={app}");
-    let (mut one, first) = serve(&url, &schema);
-    let (mut two, second) = serve(&url, &schema);
+    let (one, first) = serve(&url, &schema);
+    let (two, second) = serve(&url, &schema);
     let bases = [first.clone(), second.clone()];
     let api = common::Api {
         base: first.clone(),
@@ -239,10 +241,7 @@ async fn keyed_commands_run_once_across_two_servers_killed_connections_and_disco
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
 
-    for child in [&mut one, &mut two] {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    drop((one, two));
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA \"{schema}\" CASCADE"
     )))

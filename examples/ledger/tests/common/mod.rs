@@ -5,6 +5,8 @@
 pub mod conservation;
 
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::process::Child;
 
 use es_core::EventStore;
 use ledger::{Ledger, Options};
@@ -523,4 +525,28 @@ pub async fn drop_schema(ledger: &Ledger<es_postgres::PostgresStore>) {
         .execute(store.pool())
         .await
         .expect("schema dropped");
+}
+
+/// A child process (a `ledger serve` or `relay`) that is killed when the test ends, also when
+/// it panics: a server left running would keep working on the test's database.
+pub struct Running(pub Child);
+
+impl Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
