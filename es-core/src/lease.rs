@@ -61,7 +61,8 @@ impl Lease {
 
     /// Whether the lease still holds.
     pub fn is_held(&self) -> bool {
-        *self.held.borrow()
+        // A sender that is gone means whoever kept the lease alive stopped: as `lost` says.
+        *self.held.borrow() && self.held.has_changed().is_ok()
     }
 
     /// Resolves when the lease is lost (never, for a backend that cannot lose one).
@@ -140,5 +141,24 @@ impl Leases for LocalLeases {
                 },
             )))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend whose keeper stopped without saying so must not leave a runner that sees
+    /// `lost()` resolve while `is_held()` still says yes (it would loop without waiting).
+    #[tokio::test]
+    async fn a_lease_whose_keeper_is_gone_is_lost() {
+        let (keeper, held) = watch::channel(true);
+        let mut lease = Lease::new(held, ());
+        assert!(lease.is_held());
+        drop(keeper);
+        assert!(!lease.is_held());
+        tokio::time::timeout(std::time::Duration::from_secs(5), lease.lost())
+            .await
+            .expect("lost resolves");
     }
 }
