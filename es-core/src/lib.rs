@@ -83,6 +83,7 @@ pub use command::CommandKey;
 pub use consumer::{
     AnyEvent, AtLeastOnce, BatchError, Consumer, ConsumerHandle, ConsumerState, Delivery, Envelope,
     EventHandler, LogEvent, Partition, PoisonPolicy, Progress, RetryPolicy, Status,
+    handle_by_stream,
 };
 pub use envelope::{NewEvent, RecordedEvent, ReplayEvent, Snapshot, StreamId};
 pub use error::{BoxError, Error, Permanent, permanent};

@@ -314,9 +314,10 @@ impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
     /// The ids of the events it appends derive from `key` ([`CommandKey::event_id`]). If a
     /// command with this key already committed (in this process or another), the events it
     /// stored are returned as its outcome and nothing is appended, even if `decide` would now
-    /// decide otherwise or refuse. If the outcome of the append cannot be known (the
-    /// connection died around the commit), the error is [`Error::OutcomeUnknown`]: call again
-    /// with the same key.
+    /// decide otherwise or refuse. If the outcome of an append cannot be known (the
+    /// connection died around the commit), the command runs again under its key, like a
+    /// conflict (the same bound on retries): it lands once, or returns the first run's events.
+    /// Past the bound the error is [`Error::OutcomeUnknown`]: call again with the same key.
     pub async fn execute_once<R, E, F>(
         &self,
         id: &str,
@@ -435,6 +436,15 @@ impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
                         return Err(ExecuteError::Store(Error::Invalid(format!(
                             "command key {key} collides with events of another command"
                         ))));
+                    }
+                    Err(Error::OutcomeUnknown(error)) if !fresh_key && retries < self.max_retries => {
+                        // The key's event ids make a second append safe: it lands once, or
+                        // finds the first one's events and returns them.
+                        retries += 1;
+                        tracing::Span::current().record("retries", retries);
+                        tracing::debug!(%stream, retries, %error, "outcome unknown, running the command again under its key");
+                        self.catch_up(&stream, &mut current).await?;
+                        fresh = true;
                     }
                     Err(error @ Error::OutcomeUnknown(_)) => return Err(error.into()),
                     Err(error) => {

@@ -455,11 +455,15 @@ async fn history_is_the_audit_trail() {
     );
 }
 
-/// A store that counts reads, to check what the state cache saves.
+/// A store that counts reads, to check what the state cache saves, and can make appends
+/// ambiguous: the next `ambiguous` appends fail with `OutcomeUnknown`, after storing their
+/// events if `ambiguous_lands`.
 #[derive(Clone, Default)]
 struct CountingStore {
     inner: MemoryStore,
     reads: Arc<AtomicUsize>,
+    ambiguous: Arc<AtomicUsize>,
+    ambiguous_lands: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CountingStore {
@@ -475,7 +479,19 @@ impl StreamStore for CountingStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        self.inner.append(stream, expected, events).await
+        let ambiguous = self
+            .ambiguous
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if !ambiguous {
+            return self.inner.append(stream, expected, events).await;
+        }
+        if self.ambiguous_lands.load(Ordering::SeqCst) {
+            self.inner.append(stream, expected, events).await?;
+        }
+        Err(Error::OutcomeUnknown(
+            "the connection died around the commit".into(),
+        ))
     }
     async fn read_stream(
         &self,
@@ -593,6 +609,64 @@ async fn a_retried_command_key_returns_the_first_outcome_whatever_it_would_decid
         "opened, deposit 100, withdraw 60, deposit 5: nothing doubled"
     );
     assert_eq!(repo(&store).load("a1").await.expect("load").balance, 45);
+}
+
+/// An append whose outcome is unknown is run again under the command's key: whether the
+/// first attempt stored its events or not, the command lands exactly once and returns them.
+#[tokio::test]
+async fn a_keyed_command_converges_after_appends_whose_outcome_is_unknown() {
+    for lands in [true, false] {
+        let store = CountingStore::default();
+        let accounts = Repository::<Account, _>::new(store.clone());
+        accounts
+            .execute("a1", Metadata::by_user("u"), |a| a.open("Ada"))
+            .await
+            .expect("open");
+        accounts
+            .execute("a1", Metadata::by_user("u"), |a| a.deposit(100))
+            .await
+            .expect("deposit");
+        store.ambiguous_lands.store(lands, Ordering::SeqCst);
+        store.ambiguous.store(2, Ordering::SeqCst);
+        let key = es_core::CommandKey::from_text("withdraw-once");
+        let done = accounts
+            .execute_once("a1", key, Metadata::by_user("u"), |a| a.withdraw(60))
+            .await
+            .unwrap_or_else(|e| panic!("lands: {lands}: {e:?}"));
+        assert_eq!(done.events.len(), 1, "lands: {lands}");
+        assert_eq!(done.events[0].version, 3, "lands: {lands}");
+        let fresh = Repository::<Account, _>::new(store.clone()).without_state_cache();
+        let account = fresh.load("a1").await.expect("load");
+        assert_eq!(
+            (account.version, account.balance),
+            (3, 40),
+            "withdrawn once (lands: {lands})"
+        );
+        assert_eq!(store.inner.len(), 3, "lands: {lands}");
+    }
+}
+
+/// Without a key the repository cannot tell a retry from a second command: the ambiguity is
+/// the caller's to resolve.
+#[tokio::test]
+async fn an_unkeyed_command_reports_an_unknown_outcome() {
+    let store = CountingStore::default();
+    let accounts = Repository::<Account, _>::new(store.clone());
+    accounts
+        .execute("a1", Metadata::by_user("u"), |a| a.open("Ada"))
+        .await
+        .expect("open");
+    store.ambiguous_lands.store(true, Ordering::SeqCst);
+    store.ambiguous.store(1, Ordering::SeqCst);
+    let error = accounts
+        .execute("a1", Metadata::by_user("u"), |a| a.deposit(5))
+        .await
+        .expect_err("ambiguous");
+    assert!(
+        matches!(error, ExecuteError::Store(Error::OutcomeUnknown(_))),
+        "{error:?}"
+    );
+    assert_eq!(store.inner.len(), 2, "stored once, not retried");
 }
 
 #[tokio::test]

@@ -152,6 +152,71 @@ pub trait EventHandler<Tx: Send = ()>: Send {
     }
 }
 
+/// Handles `events` with `handle`: the events of one stream one after another, in order, and
+/// up to `concurrency` streams at a time. For handlers whose work for different streams is
+/// independent, such as a process manager's steps for different transfers; call it from
+/// [`EventHandler::handle_batch`]. On failure, returns the earliest event that failed; every
+/// event before it was handled (later events of other streams may have been handled too,
+/// so use it for handlers that handle a repeat as a no-op).
+///
+/// ```
+/// # use es_core::{BatchError, BoxError, Envelope, EventHandler, AnyEvent, handle_by_stream};
+/// pub struct Steps;
+/// impl Steps {
+///     async fn react(&self, _event: &Envelope<AnyEvent>) -> Result<(), BoxError> { Ok(()) }
+/// }
+/// impl EventHandler for Steps {
+///     type Event = AnyEvent;
+///     async fn handle(&mut self, _: &mut (), event: &Envelope<AnyEvent>) -> Result<(), BoxError> {
+///         self.react(event).await
+///     }
+///     async fn handle_batch(&mut self, _: &mut (), events: &[Envelope<AnyEvent>]) -> Result<(), BatchError> {
+///         let steps = &*self;
+///         handle_by_stream(events, 8, |event| steps.react(event)).await
+///     }
+/// }
+/// # let _ = Steps;
+/// ```
+pub async fn handle_by_stream<'e, E, F, Fut>(
+    events: &'e [Envelope<E>],
+    concurrency: usize,
+    handle: F,
+) -> Result<(), BatchError>
+where
+    F: Fn(&'e Envelope<E>) -> Fut,
+    Fut: Future<Output = Result<(), BoxError>>,
+{
+    use futures::StreamExt;
+
+    let mut streams: Vec<Vec<usize>> = Vec::new();
+    let mut by_stream = std::collections::HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        let stream = *by_stream.entry(&event.record.stream).or_insert_with(|| {
+            streams.push(Vec::new());
+            streams.len() - 1
+        });
+        streams[stream].push(index);
+    }
+    let handle = &handle;
+    let failures: Vec<BatchError> = futures::stream::iter(streams)
+        .map(|indices| async move {
+            for index in indices {
+                if let Err(error) = handle(&events[index]).await {
+                    return Some(BatchError { index, error });
+                }
+            }
+            None
+        })
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    match failures.into_iter().min_by_key(|failure| failure.index) {
+        Some(failure) => Err(failure),
+        None => Ok(()),
+    }
+}
+
 /// Declares an enum of several aggregates' event enums and implements [`LogEvent`] for it,
 /// so that one consumer takes the events of several aggregate types.
 ///

@@ -26,13 +26,15 @@ use crate::domain::{
 };
 use crate::effects::{LedgerEvent, TransferRow};
 pub use crate::process::Store;
-use crate::process::{self, Partitions, TransferProcess};
+use crate::process::{self, Partitions, Stepped, TransferProcess};
 pub use crate::read_models::Page;
 use crate::read_models::memory::{self, MemoryViews, ViewHandler};
 use crate::read_models::{
     AccountRow, CurrencyTotals, ReadModels, ReadSide, Running, Scope, StatementLine,
 };
 
+/// How often [`Ledger::wait_for_transfer`] checks a transfer whose steps it is not told of.
+pub const TRANSFER_POLL: Duration = Duration::from_millis(20);
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -306,6 +308,8 @@ struct Inner<S> {
     transfers: Repository<Transfer, S>,
     read_side: Box<dyn ReadSide>,
     process: Vec<Running>,
+    /// The steps the process manager takes here, for [`Ledger::wait_for_transfer`].
+    stepped: Arc<Stepped>,
     /// How many partitions the process manager has (wherever it runs).
     partitions: u32,
     /// The highest position this ledger wrote or waited for: queries wait for it.
@@ -327,6 +331,7 @@ impl<S: Store> Ledger<S> {
         let handles = process::spawn(&store, &process, &options.leases, options.partitions);
         let inner = Inner {
             process: handles.into_iter().map(Running::new).collect(),
+            stepped: process.stepped().clone(),
             partitions: match options.partitions.count {
                 0 => Partitions::default().count,
                 count => count,
@@ -416,11 +421,12 @@ impl<S: Store> Ledger<S> {
         Ok(self.receipt(id.clone(), committed))
     }
 
-    /// Waits, driven by the store's wake-ups, until the transfer is final (a completed one
-    /// with its source settled), then until the read models include it.
+    /// Waits until the transfer is final, then until the read models include it. It checks
+    /// after each step this process's manager takes for the transfer, and every
+    /// [`TRANSFER_POLL`] (another process may hold the transfer's partition).
     pub async fn wait_for_transfer(&self, transfer_id: Uuid) -> Result<TransferOutcome, AppError> {
         let deadline = Instant::now() + self.inner.wait;
-        let mut wakeup = self.inner.store.wakeup();
+        let watching = self.inner.stepped.watch(transfer_id);
         loop {
             let (outcome, position, done) = self.transfer_state(transfer_id).await?;
             if done || Instant::now() >= deadline {
@@ -428,7 +434,8 @@ impl<S: Store> Ledger<S> {
                 self.floor().await?;
                 return Ok(outcome);
             }
-            let _ = timeout_at(deadline, wakeup.wait()).await;
+            let poll = deadline.min(Instant::now() + TRANSFER_POLL);
+            let _ = timeout_at(poll, watching.step_taken()).await;
         }
     }
 

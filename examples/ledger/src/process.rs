@@ -20,14 +20,16 @@
 //! error ([`es_core::permanent`]): the runtime parks the event at once
 //! ([`PoisonPolicy::Park`]) and goes on; a store failure is retried with backoff first.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use es_core::{
-    AtLeastOnce, BoxError, CommandKey, Consumer, ConsumerHandle, Envelope, EventHandler,
-    EventStore, ExecuteError, IntoEvents, Leases, Metadata, Partition, PoisonPolicy, RecordedEvent,
-    Repository, RetryPolicy,
+    AtLeastOnce, BatchError, BoxError, CommandKey, Consumer, ConsumerHandle, Envelope,
+    EventHandler, EventStore, ExecuteError, IntoEvents, Leases, Metadata, Partition, PoisonPolicy,
+    RecordedEvent, Repository, RetryPolicy,
 };
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::domain::{Account, LedgerError, Transfer, TransferEvent, TransferStatus};
@@ -72,6 +74,7 @@ impl Default for Partitions {
 pub struct TransferProcess<S> {
     accounts: Repository<Account, S>,
     transfers: Repository<Transfer, S>,
+    stepped: Arc<Stepped>,
 }
 
 impl<S: Clone> Clone for TransferProcess<S> {
@@ -79,6 +82,62 @@ impl<S: Clone> Clone for TransferProcess<S> {
         Self {
             accounts: self.accounts.clone(),
             transfers: self.transfers.clone(),
+            stepped: self.stepped.clone(),
+        }
+    }
+}
+
+/// Wakes whoever waits for a transfer when this process's manager took a step of it, so that
+/// a waiter checks its transfer once per step instead of on every append to the store.
+#[derive(Debug, Default)]
+pub struct Stepped {
+    waiting: Mutex<HashMap<Uuid, Arc<Notify>>>,
+}
+
+impl Stepped {
+    /// Watches `transfer_id` until the returned guard is dropped.
+    pub fn watch(&self, transfer_id: Uuid) -> Watching<'_> {
+        let signal = self.lock().entry(transfer_id).or_default().clone();
+        Watching {
+            stepped: self,
+            transfer_id,
+            signal,
+        }
+    }
+
+    fn step_taken(&self, transfer_id: Uuid) {
+        if let Some(signal) = self.lock().get(&transfer_id) {
+            signal.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Notify>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A watch on one transfer's steps ([`Stepped::watch`]).
+#[derive(Debug)]
+pub struct Watching<'a> {
+    stepped: &'a Stepped,
+    transfer_id: Uuid,
+    signal: Arc<Notify>,
+}
+
+impl Watching<'_> {
+    /// Resolves after the next step this process takes for the transfer (or at once, if one
+    /// was taken since the last call).
+    pub async fn step_taken(&self) {
+        self.signal.notified().await;
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.stepped.lock();
+        // Ours and the map's: nobody else watches this transfer.
+        if Arc::strong_count(&self.signal) <= 2 {
+            waiting.remove(&self.transfer_id);
         }
     }
 }
@@ -120,7 +179,22 @@ impl<S: Store> TransferProcess<S> {
         Self {
             accounts,
             transfers,
+            stepped: Arc::default(),
         }
+    }
+
+    /// The steps this process manager takes, for those waiting on a transfer.
+    pub fn stepped(&self) -> &Arc<Stepped> {
+        &self.stepped
+    }
+
+    /// Takes the next step of the transfer `record` belongs to, and wakes its waiters.
+    async fn react_and_signal(&self, record: &RecordedEvent) -> Result<(), BoxError> {
+        let reacted = self.react(record).await;
+        if let Ok(transfer_id) = record.stream.aggregate_id.parse() {
+            self.stepped.step_taken(transfer_id);
+        }
+        reacted
     }
 
     /// Takes the next step of the transfer `record` belongs to, if `record` is its latest.
@@ -273,6 +347,23 @@ impl<S: Store> EventHandler for TransferProcess<S> {
         _: &mut (),
         event: &Envelope<TransferEvent>,
     ) -> Result<(), BoxError> {
-        self.react(&event.record).await
+        self.react_and_signal(&event.record).await
+    }
+
+    /// Takes the steps of different transfers side by side (each transfer's in order): a
+    /// transfer's steps are a chain of commits, and one partition carries many transfers.
+    async fn handle_batch(
+        &mut self,
+        _: &mut (),
+        events: &[Envelope<TransferEvent>],
+    ) -> Result<(), BatchError> {
+        let process = &*self;
+        es_core::handle_by_stream(events, TRANSFERS_IN_PARALLEL, |event| {
+            process.react_and_signal(&event.record)
+        })
+        .await
     }
 }
+
+/// How many transfers one partition advances at a time.
+const TRANSFERS_IN_PARALLEL: usize = 8;
