@@ -197,31 +197,18 @@ impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
                 version: 0,
             },
         };
+        // The store returns a snapshot only if its stream reaches it (SnapshotStore::load_stream);
+        // the events after it must then follow on.
         if let Some(snapshot) = &snapshot
-            && !self
-                .snapshot_meets_stream(stream, snapshot.version, events.first())
-                .await?
+            && events
+                .first()
+                .is_some_and(|next| next.version != snapshot.version + 1)
         {
-            // A snapshot beyond its stream (restored from a backup, say) is not trusted.
             tracing::warn!(%stream, snapshot = snapshot.version, "snapshot does not meet its stream; replaying all events");
             return self.replay_all(stream).await;
         }
         apply_replayed(&mut loaded, stream, &events)?;
         Ok(loaded)
-    }
-
-    /// Whether a snapshot at `version` continues into the stream: the first event after it
-    /// is the next version, or (no event after it) the stream is exactly that long.
-    async fn snapshot_meets_stream(
-        &self,
-        stream: &StreamId,
-        version: u64,
-        next: Option<&ReplayEvent>,
-    ) -> Result<bool, Error> {
-        Ok(match next {
-            Some(next) => next.version == version + 1,
-            None => self.store.stream_version(stream).await? == version,
-        })
     }
 
     async fn replay_all(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {

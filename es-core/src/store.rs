@@ -195,9 +195,11 @@ pub trait SnapshotStore: StreamStore {
     /// cache, and the repository never trusts it beyond the stream.
     fn save_snapshot(&self, snapshot: Snapshot) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// A snapshot (if one with `state_version` exists) and the events after it: everything a
-    /// repository needs to load an aggregate, without the envelopes it does not need.
-    /// Backends may answer in one round trip and skip reading metadata.
+    /// A snapshot (if one with `state_version` exists and the stream has an event at its
+    /// version) and the events after it: everything a repository needs to load an aggregate,
+    /// without the envelopes it does not need. A snapshot beyond its stream is left out, and
+    /// the events are then the whole stream, so a repository trusts what it gets without a
+    /// second round trip. Backends may answer in one round trip and skip reading metadata.
     fn load_stream(
         &self,
         stream: &StreamId,
@@ -208,15 +210,26 @@ pub trait SnapshotStore: StreamStore {
                 Some(v) => self
                     .load_snapshot(stream)
                     .await?
-                    .filter(|s| s.state_version == v),
+                    .filter(|s| s.state_version == v && s.version > 0),
                 None => None,
             };
-            let after = snapshot.as_ref().map_or(0, |s| s.version);
-            let events = self.read_stream(stream, &StreamQuery::after(after)).await?;
-            Ok((
-                snapshot,
-                events.into_iter().map(ReplayEvent::from).collect(),
-            ))
+            // From the snapshot's own version, which must be there for the snapshot to count.
+            let from = snapshot.as_ref().map_or(0, |s| s.version - 1);
+            let mut events = self.read_stream(stream, &StreamQuery::after(from)).await?;
+            let (snapshot, skip) = match snapshot {
+                Some(s) if events.first().is_some_and(|e| e.version == s.version) => (Some(s), 1),
+                Some(_) => {
+                    events = self.read_stream(stream, &StreamQuery::all()).await?;
+                    (None, 0)
+                }
+                None => (None, 0),
+            };
+            let events = events
+                .into_iter()
+                .skip(skip)
+                .map(ReplayEvent::from)
+                .collect();
+            Ok((snapshot, events))
         }
     }
 }

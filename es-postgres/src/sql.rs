@@ -196,8 +196,10 @@ impl Sql {
             // if one of state version $3 exists) first, then the events after it.
             load_stream: format!(
                 "WITH snap AS ( \
-                   SELECT version, state_version, state, taken_at FROM {s}.snapshots \
-                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3) \
+                   SELECT version, state_version, state, taken_at FROM {s}.snapshots sn \
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3 \
+                     AND EXISTS (SELECT 1 FROM {s}.events e WHERE e.aggregate_type = $1 \
+                                 AND e.aggregate_id = $2 AND e.version = sn.version)) \
                  (SELECT '{snap}'::\"char\" AS kind, snap.version, NULL::text AS event_name, \
                          snap.state_version AS schema_version, snap.state AS payload, snap.taken_at \
                   FROM snap) \

@@ -248,19 +248,23 @@ pub(crate) struct LoadRow {
     pub(crate) taken_at: Option<i64>,
 }
 
-/// A snapshot of state version ?3 (none when ?3 is NULL) and the events after it, in one
-/// statement. ?1 type, ?2 id. Events come in version order in practice (SQLite runs a
-/// compound without ORDER BY branch after branch); the caller checks rather than relies on
-/// it, which spares sorting the whole stream in SQL.
+/// A snapshot of state version ?3 (none when ?3 is NULL, or when the stream has no event at
+/// its version) and the events after it, in one statement. ?1 type, ?2 id. Events come in
+/// version order in practice (SQLite runs a compound without ORDER BY branch after branch);
+/// the caller checks rather than relies on it, which spares sorting the whole stream in SQL.
 pub(crate) const LOAD_STREAM: &str = "\
+    WITH snap AS ( \
+        SELECT version, state_version, state, taken_at FROM snapshots s \
+        WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND state_version = ?3 \
+          AND EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = ?1 \
+                      AND e.aggregate_id = ?2 AND e.version = s.version)) \
     SELECT 0 AS kind, version, NULL AS event_name, state_version AS schema_version, \
            state AS payload, taken_at \
-    FROM snapshots WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND state_version = ?3 \
+    FROM snap \
     UNION ALL \
     SELECT * FROM (SELECT 1, version, event_name, schema_version, payload, NULL FROM events \
-        WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version > coalesce( \
-            (SELECT version FROM snapshots \
-             WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND state_version = ?3), 0) \
+        WHERE aggregate_type = ?1 AND aggregate_id = ?2 \
+          AND version > coalesce((SELECT version FROM snap), 0) \
         ORDER BY version)";
 
 /// ?1 name.

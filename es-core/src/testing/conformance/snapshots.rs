@@ -101,6 +101,10 @@ pub async fn snapshots_round_trip_every_field<S: EventStore + Clone + 'static>(s
         "numbers": [0, -1, 1.5, 1e300, 5e-324, i64::MIN, u64::MAX],
         "nested": { "b": [true, null, { "c": {} }], "a": [] },
     });
+    store
+        .append(&s, ExpectedVersion::NoStream, events("E", 0, 7))
+        .await
+        .expect("the stream the snapshot is of");
     let saved = Snapshot {
         stream: s.clone(),
         version: 7,
@@ -253,6 +257,19 @@ pub async fn snapshot_newer_than_its_stream_makes_the_repository_replay<
             .expect("load_snapshot")
             .map(|s| s.version),
         Some(12)
+    );
+    let (snapshot, events) = store
+        .load_stream(&stream, Some(Sampler::STATE_VERSION))
+        .await
+        .expect("load_stream");
+    assert!(
+        snapshot.is_none(),
+        "load_stream leaves out a snapshot beyond its stream"
+    );
+    assert_eq!(
+        events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2],
+        "and returns the whole stream"
     );
     let replay = Sampler {
         samples: samples.iter().map(Sample::normalized).collect(),
