@@ -194,12 +194,16 @@ impl Sql {
             .into(),
             // Only what a replay needs, decoded by `rows::LoadRow`: the snapshot row (kind 's',
             // if one of state version $3 exists) first, then the events after it.
+            // The snapshot counts only if its stream has an event at its version. `OFFSET 0`
+            // keeps that EXISTS a probe of the unique key: pulled up into a semi-join, the
+            // planner scanned the whole stream.
             load_stream: format!(
                 "WITH snap AS ( \
                    SELECT version, state_version, state, taken_at FROM {s}.snapshots sn \
                    WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3 \
                      AND EXISTS (SELECT 1 FROM {s}.events e WHERE e.aggregate_type = $1 \
-                                 AND e.aggregate_id = $2 AND e.version = sn.version)) \
+                                 AND e.aggregate_id = $2 AND e.version = sn.version \
+                                 OFFSET 0)) \
                  (SELECT '{snap}'::\"char\" AS kind, snap.version, NULL::text AS event_name, \
                          snap.state_version AS schema_version, snap.state AS payload, snap.taken_at \
                   FROM snap) \
