@@ -30,7 +30,8 @@ trap cleanup EXIT
 fuzz() {
   local name=$1 log=$work/$1.log base=""
   shift
-  RUST_LOG=warn "$ledger" "$@" serve --addr 127.0.0.1:0 2>"$log" &
+  # The store comes from the arguments alone (the CLI would also read DATABASE_URL).
+  env -u DATABASE_URL RUST_LOG=warn "$ledger" "$@" serve --addr 127.0.0.1:0 2>"$log" &
   server=$!
   for _ in $(seq 1 100); do
     base=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$log" | head -n 1)
@@ -60,5 +61,5 @@ fuzz() {
 fuzz sqlite --data "$work/fuzz.db"
 schema=ledger_fuzz_$(date +%s)_$$
 fuzz postgres --database-url "$database_url" --schema "$schema"
-psql "$database_url" -q -c "DROP SCHEMA IF EXISTS \"$schema\" CASCADE"
+PGOPTIONS="-c client_min_messages=warning" psql "$database_url" -q -c "DROP SCHEMA IF EXISTS \"$schema\" CASCADE"
 echo "fuzzing found nothing on either store"
