@@ -6,7 +6,8 @@
 //! cargo run --release -p ledger --example load -- [clients] [transfers] [sqlite]
 //! ```
 //!
-//! Uses a fresh PostgreSQL schema at `DATABASE_URL` (dropped afterwards), 64 accounts.
+//! Uses a fresh PostgreSQL schema at `DATABASE_URL` (dropped afterwards unless
+//! `LOAD_KEEP_SCHEMA` is set, to study its events), 64 accounts.
 
 use std::time::{Duration, Instant};
 
@@ -34,10 +35,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let ledger = ledger::storage::postgres(&url, &schema, true).await?;
         run(&ledger, clients, transfers).await?;
         ledger.shutdown().await?;
-        let drop = format!("DROP SCHEMA \"{schema}\" CASCADE");
-        sqlx::query(sqlx::AssertSqlSafe(drop))
-            .execute(ledger.store().pool())
-            .await?;
+        if std::env::var_os("LOAD_KEEP_SCHEMA").is_some() {
+            eprintln!("kept schema {schema}");
+        } else {
+            let drop = format!("DROP SCHEMA \"{schema}\" CASCADE");
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(ledger.store().pool())
+                .await?;
+        }
     }
     Ok(())
 }

@@ -421,9 +421,10 @@ impl<S: Store> Ledger<S> {
         Ok(self.receipt(id.clone(), committed))
     }
 
-    /// Waits until the transfer is final, then until the read models include it. It checks
-    /// after each step this process's manager takes for the transfer, and every
-    /// [`TRANSFER_POLL`] (another process may hold the transfer's partition).
+    /// Waits until the transfer is final, then until the read models include its latest
+    /// event (not everything this ledger wrote meanwhile). It checks after each step this
+    /// process's manager takes for the transfer, and every [`TRANSFER_POLL`] (another process
+    /// may hold the transfer's partition).
     pub async fn wait_for_transfer(&self, transfer_id: Uuid) -> Result<TransferOutcome, AppError> {
         let deadline = Instant::now() + self.inner.wait;
         let watching = self.inner.stepped.watch(transfer_id);
@@ -431,7 +432,7 @@ impl<S: Store> Ledger<S> {
             let (outcome, position, done) = self.transfer_state(transfer_id).await?;
             if done || Instant::now() >= deadline {
                 self.wrote(position);
-                self.floor().await?;
+                self.inner.read_side.wait_for(position, self.inner.wait).await?;
                 return Ok(outcome);
             }
             let poll = deadline.min(Instant::now() + TRANSFER_POLL);

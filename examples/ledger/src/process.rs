@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use es_core::{
-    AtLeastOnce, BatchError, BoxError, CommandKey, Consumer, ConsumerHandle, Envelope,
+    AtLeastOnce, BatchError, BoxError, CommandKey, Committed, Consumer, ConsumerHandle, Envelope,
     EventHandler, EventStore, ExecuteError, IntoEvents, Leases, Metadata, Partition, PoisonPolicy,
     RecordedEvent, Repository, RetryPolicy,
 };
@@ -171,7 +171,7 @@ pub fn spawn<S: Store>(
         .collect()
 }
 
-type Outcome = Result<Result<(), LedgerError>, BoxError>;
+type Outcome = Result<Result<Committed, LedgerError>, BoxError>;
 
 impl<S: Store> TransferProcess<S> {
     /// A process manager issuing commands through these repositories.
@@ -197,8 +197,22 @@ impl<S: Store> TransferProcess<S> {
         reacted
     }
 
-    /// Takes the next step of the transfer `record` belongs to, if `record` is its latest.
+    /// Advances the transfer `record` belongs to, if `record` is its latest event: takes its
+    /// next step and goes on from the event that step recorded, until the transfer waits for
+    /// nothing. (The event it goes on from is redelivered later and skipped, as no longer the
+    /// latest; after a crash it is redelivered as the latest and the steps run again under the
+    /// same keys.)
     pub async fn react(&self, record: &RecordedEvent) -> Result<(), BoxError> {
+        let mut next = self.step(record).await?;
+        while let Some(record) = next {
+            next = self.step(&record).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the step `record` calls for; returns the transfer's new latest event if the
+    /// transfer moved to a state that calls for another step.
+    async fn step(&self, record: &RecordedEvent) -> Result<Option<RecordedEvent>, BoxError> {
         let id = record.stream.aggregate_id.as_str();
         let transfer_id: Uuid = id.parse().map_err(es_core::permanent)?;
         let transfer = self.transfers.load(id).await?;
@@ -206,7 +220,7 @@ impl<S: Store> TransferProcess<S> {
             .amount()
             .filter(|_| transfer.version == record.version)
         else {
-            return Ok(()); // a later event exists: the step for this one was taken
+            return Ok(None); // a later event exists: the step for this one was taken
         };
         let step = Step {
             process: self,
@@ -220,18 +234,15 @@ impl<S: Store> TransferProcess<S> {
                     .account(from, "debit", |a| a.send_transfer(transfer_id, to, &amount))
                     .await?
                 {
-                    Ok(()) => {
-                        if step
-                            .transfer("debited", |t| t.mark_debited())
-                            .await?
-                            .is_err()
-                        {
+                    Ok(_) => match step.transfer("debited", |t| t.mark_debited()).await? {
+                        Ok(committed) => return Ok(committed.events.into_iter().last()),
+                        Err(_) => {
                             // Rejected meanwhile by another runner: give the money back.
                             let why = "debited after the transfer was rejected";
                             let undo = |a: &Account| a.refund_transfer(transfer_id, why);
                             refused(step.account(from, "undo-debit", undo).await?)?;
                         }
-                    }
+                    },
                     Err(why) => {
                         // Refused if another runner's debit went through: that one stands.
                         let why = why.to_string();
@@ -242,7 +253,7 @@ impl<S: Store> TransferProcess<S> {
             TransferStatus::Debited => {
                 let credit = |a: &Account| a.receive_transfer(transfer_id, from, &amount);
                 match step.account(to, "credit", credit).await? {
-                    Ok(()) => {
+                    Ok(_) => {
                         // Settled before completing, so that `Completed` is final.
                         let settle = |a: &Account| a.settle_transfer(transfer_id);
                         if let Err(why) = step.account(from, "settle", settle).await? {
@@ -260,9 +271,12 @@ impl<S: Store> TransferProcess<S> {
                     }
                     Err(why) => {
                         let why = format!("{to}: {why}");
-                        let _ = step
+                        if let Ok(committed) = step
                             .transfer("credit-failed", |t| t.credit_failed(&why))
-                            .await?;
+                            .await?
+                        {
+                            return Ok(committed.events.into_iter().last());
+                        }
                     }
                 }
             }
@@ -277,13 +291,13 @@ impl<S: Store> TransferProcess<S> {
             | TransferStatus::Completed
             | TransferStatus::Compensated => {}
         }
-        Ok(())
+        Ok(None)
     }
 }
 
 /// A refusal the process cannot turn into an outcome: a permanent error, parked at once
 /// (retrying cannot change the domain's answer).
-fn refused(outcome: Result<(), LedgerError>) -> Result<(), BoxError> {
+fn refused(outcome: Result<Committed, LedgerError>) -> Result<Committed, BoxError> {
     outcome.map_err(|why| es_core::permanent(format!("step refused: {why}")))
 }
 
@@ -331,9 +345,9 @@ impl<S: Store> Step<'_, S> {
     }
 }
 
-fn outcome<T>(result: Result<T, ExecuteError<LedgerError>>) -> Outcome {
+fn outcome(result: Result<Committed, ExecuteError<LedgerError>>) -> Outcome {
     match result {
-        Ok(_) => Ok(Ok(())),
+        Ok(committed) => Ok(Ok(committed)),
         Err(ExecuteError::Rejected(why)) => Ok(Err(why)),
         Err(ExecuteError::Store(error)) => Err(error.into()),
     }

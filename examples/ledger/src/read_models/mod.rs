@@ -124,8 +124,9 @@ impl ReadModels {
     }
 
     /// Checks the invariants: per currency, balances plus in-flight equal the net inflow and
-    /// the balances equal the sum of the rows; each statement's last running balance and the
-    /// sum of its amounts equal the account's balance. Returns every violation found.
+    /// the balances equal the sum of the rows; each statement line's balance is the sum of
+    /// the amounts up to it, and the last one and the sum of all amounts equal the account's
+    /// balance. Returns every violation found.
     pub fn check(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         let mut sums: BTreeMap<&Currency, i128> = BTreeMap::new();
@@ -138,6 +139,16 @@ impl ReadModels {
                 .unwrap_or_default();
             let last = lines.last().map_or(0, |l| l.balance);
             let total: i128 = lines.iter().map(|l| i128::from(l.amount)).sum();
+            let mut running = 0i128;
+            if let Some(line) = lines.iter().find(|l| {
+                running += i128::from(l.amount);
+                running != i128::from(l.balance)
+            }) {
+                problems.push(format!(
+                    "{}: the line of version {} leaves {} but its amounts sum to {running}",
+                    row.id, line.version, line.balance
+                ));
+            }
             if last != row.balance || total != i128::from(row.balance) {
                 problems.push(format!(
                     "{}: balance {} but statement ends at {last} and sums to {total}",

@@ -3,12 +3,15 @@
 //! the consumer `ledger-tables` through es-postgres's [`ExactlyOnce`] delivery: each batch's
 //! rows and the checkpoint commit in one transaction, so every event lands exactly once,
 //! across crashes and with every process on the schema running the consumer (they take turns
-//! on the checkpoint row). The rows are what [`effect`] says, as in memory.
+//! on the checkpoint row). The rows are what [`effect`] says, as in memory; a batch is
+//! written with one statement per table it touches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use es_core::{BoxError, Consumer, Envelope, Error, EventHandler, Progress, Status};
+use es_core::{
+    BatchError, BoxError, Consumer, Envelope, Error, EventHandler, Progress, Status,
+};
 use es_postgres::{ExactlyOnce, PgTx, PostgresStore};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -21,7 +24,7 @@ use super::{
     StatementLine,
 };
 use crate::domain::Currency;
-use crate::effects::{Effect, LedgerEvent, TransferRow, effect};
+use crate::effects::{Effect, LedgerEvent, Movement, TransferRow, effect};
 
 /// The name of the tables' consumer (and checkpoint), shared by every process on a schema.
 pub const TABLES: &str = "ledger-tables";
@@ -43,11 +46,12 @@ macro_rules! statements {
 }
 
 statements!(
-    open_account,
-    account_change,
-    movement,
-    request_transfer,
-    transfer_step,
+    open_accounts,
+    change_accounts,
+    add_lines,
+    move_totals,
+    request_transfers,
+    step_transfers,
     reset,
     accounts,
     account,
@@ -57,7 +61,7 @@ statements!(
     transfers,
     trace,
     traces,
-    index_event
+    index_events
 );
 
 fn bad_row(what: &str) -> Error {
@@ -118,74 +122,194 @@ fn displayed(mut row: AccountRow) -> AccountRow {
     row
 }
 
-/// The [`EventHandler`] that writes each event's effect in the batch's transaction.
+/// The [`EventHandler`] that writes the events' effects in the batch's transaction.
 #[derive(Debug, Clone)]
 pub struct TableHandler {
     sql: std::sync::Arc<Sql>,
 }
 
-impl TableHandler {
-    async fn apply(&self, conn: &mut PgConnection, effect: Effect) -> Result<(), BoxError> {
-        let sql = &self.sql;
-        let query = |text: &String| sqlx::query(AssertSqlSafe(text.clone()));
-        match effect {
-            Effect::Open(row) => {
-                query(&sql.open_account)
-                    .bind(Json(row))
-                    .execute(conn)
-                    .await?;
-            }
-            Effect::Account {
-                id,
-                version,
-                status,
-                movement,
-            } => {
-                let change = movement
-                    .as_ref()
-                    .map_or(Ok(0), |m| i64::try_from(m.change))?;
-                let updated: Option<(String, i64)> =
-                    sqlx::query_as(AssertSqlSafe(sql.account_change.clone()))
-                        .bind(&id)
-                        .bind(i64::try_from(version)?)
-                        .bind(status.map(|s| s.as_str()))
-                        .bind(change)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                let (currency, balance) = updated.ok_or(format!("account {id} never opened"))?;
-                let Some(m) = movement else { return Ok(()) };
-                let line = m
-                    .line(version, &currency.parse()?, balance)
-                    .ok_or("amount too large")?;
-                let (net_inflow, in_flight) =
-                    (i64::try_from(m.net_inflow)?, i64::try_from(m.in_flight)?);
-                let movement = query(&sql.movement)
-                    .bind(&currency)
-                    .bind(net_inflow)
-                    .bind(line.amount);
-                movement
-                    .bind(in_flight)
-                    .bind(&id)
-                    .bind(Json(line))
-                    .execute(conn)
-                    .await?;
-            }
-            Effect::Request(row) => {
-                query(&sql.request_transfer)
-                    .bind(Json(row))
-                    .execute(conn)
-                    .await?;
-            }
-            Effect::Transfer { id, status, reason } => {
-                let step = query(&sql.transfer_step)
-                    .bind(id)
-                    .bind(status.as_str())
-                    .bind(reason);
-                if step.execute(conn).await?.rows_affected() == 0 {
-                    return Err(format!("transfer {id} unknown").into());
+/// What a run of events changes, gathered per table, so that each table takes one statement
+/// whatever the number of events.
+#[derive(Default)]
+struct Changes {
+    opened: Vec<AccountRow>,
+    accounts: Vec<AccountChange>,
+    requested: Vec<TransferRow>,
+    transfers: Vec<TransferChange>,
+    trace: (Vec<Uuid>, Vec<i64>, Vec<Uuid>),
+}
+
+/// One account's changes, in order.
+struct AccountChange {
+    id: String,
+    version: i64,
+    status: Option<&'static str>,
+    change: i128,
+    movements: Vec<(u64, Movement)>,
+}
+
+/// One transfer's last status, and its last reason.
+struct TransferChange {
+    id: Uuid,
+    status: &'static str,
+    reason: Option<String>,
+}
+
+impl Changes {
+    fn gather(events: &[Envelope<LedgerEvent>]) -> Result<Self, BoxError> {
+        let mut changes = Self::default();
+        let (mut accounts, mut transfers) = (HashMap::new(), HashMap::new());
+        for event in events {
+            match effect(event)? {
+                Effect::Open(row) => changes.opened.push(row),
+                Effect::Account {
+                    id,
+                    version,
+                    status,
+                    movement,
+                } => {
+                    let at = *accounts.entry(id.clone()).or_insert_with(|| {
+                        changes.accounts.push(AccountChange {
+                            id,
+                            version: 0,
+                            status: None,
+                            change: 0,
+                            movements: Vec::new(),
+                        });
+                        changes.accounts.len() - 1
+                    });
+                    let account = &mut changes.accounts[at];
+                    account.version = i64::try_from(version)?;
+                    account.status = status.map(|s| s.as_str()).or(account.status);
+                    if let Some(movement) = movement {
+                        account.change = account
+                            .change
+                            .checked_add(movement.change)
+                            .ok_or("balance change out of range")?;
+                        account.movements.push((version, movement));
+                    }
+                }
+                Effect::Request(row) => changes.requested.push(row),
+                Effect::Transfer { id, status, reason } => {
+                    let at = *transfers.entry(id).or_insert_with(|| {
+                        changes.transfers.push(TransferChange {
+                            id,
+                            status: status.as_str(),
+                            reason: None,
+                        });
+                        changes.transfers.len() - 1
+                    });
+                    let transfer = &mut changes.transfers[at];
+                    transfer.status = status.as_str();
+                    transfer.reason = reason.or(transfer.reason.take());
                 }
             }
+            let record = &event.record;
+            if let Some(correlation) = record.metadata.correlation_id {
+                changes.trace.0.push(correlation);
+                changes.trace.1.push(i64::try_from(record.position)?);
+                changes.trace.2.push(record.event_id);
+            }
         }
+        Ok(changes)
+    }
+}
+
+impl TableHandler {
+    /// Writes what `events` change, one statement per table touched.
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        events: &[Envelope<LedgerEvent>],
+    ) -> Result<(), BoxError> {
+        let (sql, changes) = (&self.sql, Changes::gather(events)?);
+        let query = |text: &String| sqlx::query(AssertSqlSafe(text.clone()));
+        if !changes.opened.is_empty() {
+            let opened = query(&sql.open_accounts).bind(Json(&changes.opened));
+            opened.execute(&mut *conn).await?;
+        }
+        if !changes.accounts.is_empty() {
+            self.move_accounts(conn, &changes.accounts).await?;
+        }
+        if !changes.requested.is_empty() {
+            let requested = query(&sql.request_transfers).bind(Json(&changes.requested));
+            requested.execute(&mut *conn).await?;
+        }
+        if !changes.transfers.is_empty() {
+            let transfers = &changes.transfers;
+            let stepped = query(&sql.step_transfers)
+                .bind(transfers.iter().map(|t| t.id).collect::<Vec<_>>())
+                .bind(transfers.iter().map(|t| t.status).collect::<Vec<_>>())
+                .bind(transfers.iter().map(|t| t.reason.clone()).collect::<Vec<_>>());
+            if stepped.execute(&mut *conn).await?.rows_affected() != transfers.len() as u64 {
+                return Err("a transfer moved on before it was requested".into());
+            }
+        }
+        if !changes.trace.0.is_empty() {
+            let (correlations, positions, event_ids) = changes.trace;
+            let index = query(&sql.index_events).bind(correlations);
+            index.bind(positions).bind(event_ids).execute(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the accounts, then writes their statement lines (each line's balance counted
+    /// back from the account's new one) and their currencies' totals.
+    async fn move_accounts(
+        &self,
+        conn: &mut PgConnection,
+        accounts: &[AccountChange],
+    ) -> Result<(), BoxError> {
+        let changes = accounts
+            .iter()
+            .map(|a| i64::try_from(a.change))
+            .collect::<Result<Vec<_>, _>>()?;
+        let moved: Vec<(String, String, i64)> =
+            sqlx::query_as(AssertSqlSafe(self.sql.change_accounts.clone()))
+                .bind(accounts.iter().map(|a| a.id.as_str()).collect::<Vec<_>>())
+                .bind(accounts.iter().map(|a| a.version).collect::<Vec<_>>())
+                .bind(accounts.iter().map(|a| a.status).collect::<Vec<_>>())
+                .bind(changes)
+                .fetch_all(&mut *conn)
+                .await?;
+        let moved: HashMap<String, (String, i64)> = moved
+            .into_iter()
+            .map(|(id, currency, balance)| (id, (currency, balance)))
+            .collect();
+        let (mut lines, mut totals) = (Vec::new(), BTreeMap::<String, [i128; 3]>::new());
+        for account in accounts {
+            let Some((currency, balance)) = moved.get(&account.id) else {
+                return Err(format!("account {} never opened", account.id).into());
+            };
+            let (parsed, mut balance) = (currency.parse::<Currency>()?, *balance);
+            let sums = totals.entry(currency.clone()).or_default();
+            for (version, movement) in account.movements.iter().rev() {
+                let line = movement
+                    .line(*version, &parsed, balance)
+                    .ok_or("amount too large")?;
+                balance = balance.checked_sub(line.amount).ok_or("balance out of range")?;
+                let deltas = [movement.net_inflow, movement.change, movement.in_flight];
+                for (sum, delta) in sums.iter_mut().zip(deltas) {
+                    *sum = sum.checked_add(delta).ok_or("total out of range")?;
+                }
+                let mut line = serde_json::to_value(line)?;
+                line["account_id"] = account.id.clone().into();
+                lines.push(line);
+            }
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let add = sqlx::query(AssertSqlSafe(self.sql.add_lines.clone()));
+        add.bind(Json(lines)).execute(&mut *conn).await?;
+        let column = |i: usize| totals.values().map(|s| s[i].to_string()).collect::<Vec<_>>();
+        sqlx::query(AssertSqlSafe(self.sql.move_totals.clone()))
+            .bind(totals.keys().collect::<Vec<_>>())
+            .bind(column(0))
+            .bind(column(1))
+            .bind(column(2))
+            .execute(conn)
+            .await?;
         Ok(())
     }
 }
@@ -198,13 +322,35 @@ impl EventHandler<PgTx> for TableHandler {
         tx: &mut PgTx,
         event: &Envelope<LedgerEvent>,
     ) -> Result<(), BoxError> {
-        self.apply(tx.conn(), effect(event)?).await?;
-        let record = &event.record;
-        if let Some(correlation) = record.metadata.correlation_id {
-            let index = sqlx::query(AssertSqlSafe(self.sql.index_event.clone()));
-            let position = i64::try_from(record.position)?;
-            let index = index.bind(correlation).bind(position).bind(record.event_id);
-            index.execute(tx.conn()).await?;
+        self.write(tx.conn(), std::slice::from_ref(event)).await
+    }
+
+    /// The whole batch in one statement per table. If that fails, the batch's events one at
+    /// a time from a savepoint, so that the runtime learns which event fails.
+    async fn handle_batch(
+        &mut self,
+        tx: &mut PgTx,
+        events: &[Envelope<LedgerEvent>],
+    ) -> Result<(), BatchError> {
+        let at_start = |error: sqlx::Error| BatchError {
+            index: 0,
+            error: error.into(),
+        };
+        if events.len() > 1 {
+            let savepoint = sqlx::query("SAVEPOINT ledger_batch");
+            savepoint.execute(tx.conn()).await.map_err(at_start)?;
+            match self.write(tx.conn(), events).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::debug!(%error, "a batch failed; writing its events one at a time");
+                    let back = sqlx::query("ROLLBACK TO SAVEPOINT ledger_batch");
+                    back.execute(tx.conn()).await.map_err(at_start)?;
+                }
+            }
+        }
+        for (index, event) in events.iter().enumerate() {
+            let handled = self.handle(tx, event).await;
+            handled.map_err(|error| BatchError { index, error })?;
         }
         Ok(())
     }
