@@ -26,7 +26,7 @@ use crate::domain::{
 };
 use crate::effects::{LedgerEvent, TransferRow};
 pub use crate::process::Store;
-use crate::process::{self, Partitions, Stepped, TransferProcess};
+use crate::process::{self, Partitions, Stepped, TransferProcess, Watching};
 pub use crate::read_models::Page;
 use crate::read_models::memory::{self, MemoryViews, ViewHandler};
 use crate::read_models::{
@@ -390,14 +390,13 @@ impl<S: Store> Ledger<S> {
         amount: &Money,
         reference: &str,
     ) -> Result<TransferOutcome, AppError> {
-        let receipt = self
-            .request_transfer(cmd, from, to, amount, reference)
+        let cmd = cmd.into();
+        // Watched before it is requested, so that no step can pass unseen and the first
+        // look at the transfer can wait for one.
+        let watching = self.inner.stepped.watch(transfer_id(&cmd));
+        self.request_transfer(cmd, from, to, amount, reference)
             .await?;
-        let transfer_id = receipt
-            .id
-            .parse()
-            .map_err(|_| AppError::NotFound(receipt.id))?;
-        self.wait_for_transfer(transfer_id).await
+        self.wait(&watching, false).await
     }
 
     /// Records a transfer request; the process manager takes it from there.
@@ -410,10 +409,7 @@ impl<S: Store> Ledger<S> {
         reference: &str,
     ) -> Result<Receipt, AppError> {
         let cmd = cmd.into();
-        let id = cmd
-            .key
-            .event_id(&StreamId::new("Transfer", "request"), 0)
-            .to_string();
+        let id = transfer_id(&cmd).to_string();
         let transfers = &self.inner.transfers;
         let request = |t: &Transfer| t.request(from, to, amount, reference);
         let execute = async |key, meta| transfers.execute_once(&id, key, meta, request).await;
@@ -426,13 +422,33 @@ impl<S: Store> Ledger<S> {
     /// process's manager takes for the transfer, and every [`TRANSFER_POLL`] (another process
     /// may hold the transfer's partition).
     pub async fn wait_for_transfer(&self, transfer_id: Uuid) -> Result<TransferOutcome, AppError> {
+        self.wait(&self.inner.stepped.watch(transfer_id), true)
+            .await
+    }
+
+    /// [`Ledger::wait_for_transfer`] on a watch already set; `look_first`: look at the
+    /// transfer before waiting for a step (or [`TRANSFER_POLL`]).
+    async fn wait(
+        &self,
+        watching: &Watching<'_>,
+        look_first: bool,
+    ) -> Result<TransferOutcome, AppError> {
         let deadline = Instant::now() + self.inner.wait;
-        let watching = self.inner.stepped.watch(transfer_id);
+        if !look_first {
+            let _ = timeout_at(
+                deadline.min(Instant::now() + TRANSFER_POLL),
+                watching.step_taken(),
+            )
+            .await;
+        }
         loop {
-            let (outcome, position, done) = self.transfer_state(transfer_id).await?;
+            let (outcome, position, done) = self.transfer_state(watching.transfer_id()).await?;
             if done || Instant::now() >= deadline {
                 self.wrote(position);
-                self.inner.read_side.wait_for(position, self.inner.wait).await?;
+                self.inner
+                    .read_side
+                    .wait_for(position, self.inner.wait)
+                    .await?;
                 return Ok(outcome);
             }
             let poll = deadline.min(Instant::now() + TRANSFER_POLL);
@@ -728,6 +744,11 @@ impl<S: Store> Ledger<S> {
             position,
         }
     }
+}
+
+/// The id of the transfer a request with this command's key creates (a retry finds the same).
+fn transfer_id(cmd: &Cmd) -> Uuid {
+    cmd.key.event_id(&StreamId::new("Transfer", "request"), 0)
 }
 
 fn rejected(error: ExecuteError<LedgerError>) -> AppError {

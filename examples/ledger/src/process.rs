@@ -20,7 +20,8 @@
 //! error ([`es_core::permanent`]): the runtime parks the event at once
 //! ([`PoisonPolicy::Park`]) and goes on; a store failure is retried with backoff first.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use es_core::{
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::domain::{Account, LedgerError, Transfer, TransferEvent, TransferStatus};
+use crate::domain::{Account, LedgerError, Money, Transfer, TransferEvent, TransferStatus};
 
 /// What the ledger runs on: any [`EventStore`] its consumers can share.
 pub trait Store: EventStore + Clone + 'static {}
@@ -75,6 +76,7 @@ pub struct TransferProcess<S> {
     accounts: Repository<Account, S>,
     transfers: Repository<Transfer, S>,
     stepped: Arc<Stepped>,
+    carried: Arc<Carried>,
 }
 
 impl<S: Clone> Clone for TransferProcess<S> {
@@ -83,6 +85,7 @@ impl<S: Clone> Clone for TransferProcess<S> {
             accounts: self.accounts.clone(),
             transfers: self.transfers.clone(),
             stepped: self.stepped.clone(),
+            carried: self.carried.clone(),
         }
     }
 }
@@ -125,6 +128,11 @@ pub struct Watching<'a> {
 }
 
 impl Watching<'_> {
+    /// The transfer watched.
+    pub fn transfer_id(&self) -> Uuid {
+        self.transfer_id
+    }
+
     /// Resolves after the next step this process takes for the transfer (or at once, if one
     /// was taken since the last call).
     pub async fn step_taken(&self) {
@@ -180,6 +188,7 @@ impl<S: Store> TransferProcess<S> {
             accounts,
             transfers,
             stepped: Arc::default(),
+            carried: Arc::default(),
         }
     }
 
@@ -199,39 +208,66 @@ impl<S: Store> TransferProcess<S> {
 
     /// Advances the transfer `record` belongs to, if `record` is its latest event: takes its
     /// next step and goes on from the event that step recorded, until the transfer waits for
-    /// nothing. (The event it goes on from is redelivered later and skipped, as no longer the
-    /// latest; after a crash it is redelivered as the latest and the steps run again under the
-    /// same keys.)
+    /// nothing.
+    ///
+    /// The events it goes on from are redelivered later; this process remembers them and
+    /// skips them without a read. Another process (or this one after a restart) reads the
+    /// transfer and skips them as no longer the latest; after a crash mid-way, the last one
+    /// is the latest and its steps run again under the same keys.
     pub async fn react(&self, record: &RecordedEvent) -> Result<(), BoxError> {
-        let mut next = self.step(record).await?;
-        while let Some(record) = next {
-            next = self.step(&record).await?;
+        if self.carried.forget(record.event_id) {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// Takes the step `record` calls for; returns the transfer's new latest event if the
-    /// transfer moved to a state that calls for another step.
-    async fn step(&self, record: &RecordedEvent) -> Result<Option<RecordedEvent>, BoxError> {
         let id = record.stream.aggregate_id.as_str();
-        let transfer_id: Uuid = id.parse().map_err(es_core::permanent)?;
         let transfer = self.transfers.load(id).await?;
         let Some(amount) = transfer
             .amount()
             .filter(|_| transfer.version == record.version)
         else {
-            return Ok(None); // a later event exists: the step for this one was taken
+            return Ok(()); // a later event exists: the step for this one was taken
         };
+        let mut facts = Facts {
+            transfer_id: id.parse().map_err(es_core::permanent)?,
+            from: transfer.from_account(),
+            to: transfer.to_account(),
+            amount,
+            status: transfer.status(),
+            reason: transfer.reason().map(str::to_owned),
+        };
+        let mut record = Cow::Borrowed(record);
+        while let Some(next) = self.step(&record, &facts).await? {
+            self.carried.remember(next.event_id);
+            facts.status = match next.decode::<TransferEvent>()? {
+                TransferEvent::TransferDebited(_) => TransferStatus::Debited,
+                TransferEvent::TransferCreditFailed(failed) => {
+                    facts.reason = Some(failed.reason);
+                    TransferStatus::CreditFailed
+                }
+                _ => break,
+            };
+            record = Cow::Owned(next);
+        }
+        Ok(())
+    }
+
+    /// Takes the step the transfer's state calls for (`record` is its latest event); returns
+    /// the event it recorded if the transfer now calls for another step.
+    async fn step(
+        &self,
+        record: &RecordedEvent,
+        facts: &Facts<'_>,
+    ) -> Result<Option<RecordedEvent>, BoxError> {
         let step = Step {
             process: self,
             record,
-            id,
+            id: &record.stream.aggregate_id,
         };
-        let (from, to) = (transfer.from_account(), transfer.to_account());
-        match transfer.status() {
+        let (transfer_id, from, to, amount) =
+            (facts.transfer_id, facts.from, facts.to, &facts.amount);
+        match facts.status {
             TransferStatus::Requested => {
                 match step
-                    .account(from, "debit", |a| a.send_transfer(transfer_id, to, &amount))
+                    .account(from, "debit", |a| a.send_transfer(transfer_id, to, amount))
                     .await?
                 {
                     Ok(_) => match step.transfer("debited", |t| t.mark_debited()).await? {
@@ -251,7 +287,7 @@ impl<S: Store> TransferProcess<S> {
                 }
             }
             TransferStatus::Debited => {
-                let credit = |a: &Account| a.receive_transfer(transfer_id, from, &amount);
+                let credit = |a: &Account| a.receive_transfer(transfer_id, from, amount);
                 match step.account(to, "credit", credit).await? {
                     Ok(_) => {
                         // Settled before completing, so that `Completed` is final.
@@ -271,18 +307,16 @@ impl<S: Store> TransferProcess<S> {
                     }
                     Err(why) => {
                         let why = format!("{to}: {why}");
-                        if let Ok(committed) = step
-                            .transfer("credit-failed", |t| t.credit_failed(&why))
-                            .await?
-                        {
+                        let failed = step.transfer("credit-failed", |t| t.credit_failed(&why));
+                        if let Ok(committed) = failed.await? {
                             return Ok(committed.events.into_iter().last());
                         }
                     }
                 }
             }
             TransferStatus::CreditFailed => {
-                let why = transfer.reason().unwrap_or("credit failed").to_owned();
-                let refund = |a: &Account| a.refund_transfer(transfer_id, &why);
+                let why = facts.reason.as_deref().unwrap_or("credit failed");
+                let refund = |a: &Account| a.refund_transfer(transfer_id, why);
                 refused(step.account(from, "refund", refund).await?)?;
                 refused(step.transfer("compensate", |t| t.compensate()).await?)?;
             }
@@ -292,6 +326,42 @@ impl<S: Store> TransferProcess<S> {
             | TransferStatus::Compensated => {}
         }
         Ok(None)
+    }
+}
+
+/// What the steps of one transfer need to know of it.
+struct Facts<'a> {
+    transfer_id: Uuid,
+    from: &'a str,
+    to: &'a str,
+    amount: Money,
+    status: TransferStatus,
+    reason: Option<String>,
+}
+
+/// The events this process went on from without waiting for their delivery (see
+/// [`TransferProcess::react`]), so that their delivery costs no read.
+#[derive(Debug, Default)]
+struct Carried {
+    events: Mutex<HashSet<Uuid>>,
+}
+
+impl Carried {
+    /// Most events remembered; past it the memory is dropped (their deliveries then read
+    /// their transfer, as another process would).
+    const MOST: usize = 100_000;
+
+    fn remember(&self, event_id: Uuid) {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if events.len() >= Self::MOST {
+            events.clear();
+        }
+        events.insert(event_id);
+    }
+
+    fn forget(&self, event_id: Uuid) -> bool {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events.remove(&event_id)
     }
 }
 

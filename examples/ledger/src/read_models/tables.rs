@@ -9,9 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use es_core::{
-    BatchError, BoxError, Consumer, Envelope, Error, EventHandler, Progress, Status,
-};
+use es_core::{BatchError, BoxError, Consumer, Envelope, Error, EventHandler, Progress, Status};
 use es_postgres::{ExactlyOnce, PgTx, PostgresStore};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -240,7 +238,12 @@ impl TableHandler {
             let stepped = query(&sql.step_transfers)
                 .bind(transfers.iter().map(|t| t.id).collect::<Vec<_>>())
                 .bind(transfers.iter().map(|t| t.status).collect::<Vec<_>>())
-                .bind(transfers.iter().map(|t| t.reason.clone()).collect::<Vec<_>>());
+                .bind(
+                    transfers
+                        .iter()
+                        .map(|t| t.reason.clone())
+                        .collect::<Vec<_>>(),
+                );
             if stepped.execute(&mut *conn).await?.rows_affected() != transfers.len() as u64 {
                 return Err("a transfer moved on before it was requested".into());
             }
@@ -287,7 +290,9 @@ impl TableHandler {
                 let line = movement
                     .line(*version, &parsed, balance)
                     .ok_or("amount too large")?;
-                balance = balance.checked_sub(line.amount).ok_or("balance out of range")?;
+                balance = balance
+                    .checked_sub(line.amount)
+                    .ok_or("balance out of range")?;
                 let deltas = [movement.net_inflow, movement.change, movement.in_flight];
                 for (sum, delta) in sums.iter_mut().zip(deltas) {
                     *sum = sum.checked_add(delta).ok_or("total out of range")?;
@@ -302,7 +307,12 @@ impl TableHandler {
         }
         let add = sqlx::query(AssertSqlSafe(self.sql.add_lines.clone()));
         add.bind(Json(lines)).execute(&mut *conn).await?;
-        let column = |i: usize| totals.values().map(|s| s[i].to_string()).collect::<Vec<_>>();
+        let column = |i: usize| {
+            totals
+                .values()
+                .map(|s| s[i].to_string())
+                .collect::<Vec<_>>()
+        };
         sqlx::query(AssertSqlSafe(self.sql.move_totals.clone()))
             .bind(totals.keys().collect::<Vec<_>>())
             .bind(column(0))
