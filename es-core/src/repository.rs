@@ -61,6 +61,15 @@ pub struct Committed {
     pub events: Vec<RecordedEvent>,
 }
 
+/// The state a command first decides on.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// The cached state, else the stream as stored.
+    Loaded,
+    /// The empty state, unread ([`Repository::create`]).
+    New,
+}
+
 /// Why [`Repository::execute`] did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError<E> {
@@ -93,6 +102,10 @@ impl<E> ExecuteError<E> {
 /// reading the stream, in one round trip. It stays correct when other processes write: their
 /// events make the append conflict, and the command is decided again on the fresh state.
 ///
+/// Commands on one aggregate through one repository (and its clones) take turns, so that
+/// they do not conflict with each other: each decides on the state the previous one left,
+/// from the cache. Commands on different aggregates run side by side.
+///
 /// ```
 /// # futures::executor::block_on(async {
 /// use es_core::prelude::*;
@@ -122,6 +135,7 @@ pub struct Repository<A, S> {
     store: S,
     max_retries: u32,
     cache: Option<Arc<StateCache<A>>>,
+    turns: Arc<Turns>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -131,6 +145,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
             store: self.store.clone(),
             max_retries: self.max_retries,
             cache: self.cache.clone(),
+            turns: self.turns.clone(),
             _aggregate: PhantomData,
         }
     }
@@ -144,6 +159,7 @@ impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
             store,
             max_retries: 5,
             cache: Some(Arc::new(StateCache::new(DEFAULT_STATE_CACHE))),
+            turns: Arc::default(),
             _aggregate: PhantomData,
         }
     }
@@ -292,7 +308,7 @@ impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
         F: FnMut(&A) -> Result<R, E> + Send,
         R: IntoEvents<A::Event>,
     {
-        self.run(id, CommandKey::new(), true, metadata, decide)
+        self.run(id, CommandKey::new(), true, Start::Loaded, metadata, decide)
             .await
     }
 
@@ -316,7 +332,64 @@ impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
         F: FnMut(&A) -> Result<R, E> + Send,
         R: IntoEvents<A::Event>,
     {
-        self.run(id, key, false, metadata, decide).await
+        self.run(id, key, false, Start::Loaded, metadata, decide)
+            .await
+    }
+
+    /// Runs a command that usually creates its aggregate, like [`Repository::execute`] but
+    /// without reading the stream first: `decide` sees the empty state, and the events are
+    /// appended as the stream's first. If the stream exists after all, that append conflicts,
+    /// and the command reads the stream and decides again on its real state, as on any
+    /// conflict. A command that creates saves a round trip; one that finds its aggregate
+    /// costs one more. (Eventuous calls these commands "on new".)
+    ///
+    /// ```
+    /// # use es_core::prelude::*;
+    /// # use es_core::{MemoryStore, Repository};
+    /// # #[event] pub struct Opened { pub owner: String }
+    /// # #[derive(Aggregate, Default)]
+    /// # #[aggregate(events(Opened))]
+    /// # pub struct Account { open: bool }
+    /// # impl Apply<Opened> for Account { fn apply(&mut self, _: &Opened) { self.open = true; } }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let accounts = Repository::<Account, _>::new(MemoryStore::new());
+    /// let open = |a: &Account| match a.open {
+    ///     false => Ok(Opened { owner: "ada".into() }),
+    ///     true => Err("already open"),
+    /// };
+    /// accounts.create("a-1", Metadata::default(), open).await.unwrap();
+    /// // The second finds the account, reads it and refuses.
+    /// assert!(accounts.create("a-1", Metadata::default(), open).await.is_err());
+    /// # });
+    /// ```
+    pub async fn create<R, E, F>(
+        &self,
+        id: &str,
+        metadata: Metadata,
+        decide: F,
+    ) -> Result<Committed, ExecuteError<E>>
+    where
+        F: FnMut(&A) -> Result<R, E> + Send,
+        R: IntoEvents<A::Event>,
+    {
+        self.run(id, CommandKey::new(), true, Start::New, metadata, decide)
+            .await
+    }
+
+    /// [`Repository::create`] at most once per `key`, as [`Repository::execute_once`]: a
+    /// repeat finds the stream, and with it the first outcome.
+    pub async fn create_once<R, E, F>(
+        &self,
+        id: &str,
+        key: CommandKey,
+        metadata: Metadata,
+        decide: F,
+    ) -> Result<Committed, ExecuteError<E>>
+    where
+        F: FnMut(&A) -> Result<R, E> + Send,
+        R: IntoEvents<A::Event>,
+    {
+        self.run(id, key, false, Start::New, metadata, decide).await
     }
 
     async fn run<R, E, F>(
@@ -324,6 +397,7 @@ impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
         id: &str,
         key: CommandKey,
         fresh_key: bool,
+        start: Start,
         metadata: Metadata,
         mut decide: F,
     ) -> Result<Committed, ExecuteError<E>>
@@ -335,8 +409,17 @@ impl<A: Aggregate, S: SnapshotStore> Repository<A, S> {
         let span = tracing::debug_span!("execute", %stream, %key, version = tracing::field::Empty, retries = 0u32);
         async {
             check_stream(&stream)?;
+            let _turn = self.turns.take(id).await;
             let metadata = metadata.for_events();
-            let (mut current, mut fresh) = match self.cache.as_ref().and_then(|c| c.take(id)) {
+            let cached = match start {
+                Start::Loaded => self.cache.as_ref().and_then(|c| c.take(id)),
+                // Guessed, as a cached state is: checked by the append, or read on a refusal.
+                Start::New => Some(Loaded {
+                    state: A::default(),
+                    version: 0,
+                }),
+            };
+            let (mut current, mut fresh) = match cached {
                 Some(cached) => (cached, false),
                 None => (self.load_stream(&stream).await?, true),
             };
@@ -651,6 +734,51 @@ impl<A> StateCache<A> {
                 break;
             };
             inner.entries.remove(&evicted);
+        }
+    }
+}
+
+/// Turns of the commands on each aggregate: one at a time per id, the others waiting in
+/// line (first come, first served); an id nobody holds or waits for has no entry.
+#[derive(Debug, Default)]
+struct Turns {
+    ids: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A command's turn on one aggregate, given back on drop (also when its future is dropped).
+struct Turn<'a> {
+    turns: &'a Turns,
+    id: &'a str,
+    line: Arc<tokio::sync::Mutex<()>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Turns {
+    fn ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.ids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn take<'a>(&'a self, id: &'a str) -> Turn<'a> {
+        let line = self.ids().entry(id.to_owned()).or_default().clone();
+        let mut turn = Turn {
+            turns: self,
+            id,
+            line: line.clone(),
+            held: None,
+        };
+        turn.held = Some(line.lock_owned().await);
+        turn
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.held.take();
+        let mut ids = self.turns.ids();
+        // The map's and ours only: nobody else holds or waits for this id (clones are made
+        // under the map's lock, so none can appear meanwhile).
+        if Arc::strong_count(&self.line) == 2 {
+            ids.remove(self.id);
         }
     }
 }

@@ -479,6 +479,8 @@ impl StreamStore for CountingStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        // An await point, as a real store has: concurrent commands interleave here.
+        tokio::task::yield_now().await;
         let ambiguous = self
             .ambiguous
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -772,4 +774,109 @@ async fn state_from_cache_snapshot_and_replay_agree_for_every_float() {
         !replayed.signs[1],
         "-0.0 is normalised to 0.0, the same on every store"
     );
+}
+
+#[tokio::test]
+async fn create_decides_on_the_empty_state_unread_and_reads_when_the_stream_exists() {
+    let store = CountingStore::default();
+    let accounts = Repository::<Account, _>::new(store.clone()).without_state_cache();
+    let opened = accounts
+        .create("a1", Metadata::by_user("u"), |a| a.open("Ada"))
+        .await
+        .expect("created");
+    assert_eq!(opened.version, 1);
+    assert_eq!(store.reads(), 0, "a create on a new stream reads nothing");
+
+    // The stream exists: the append conflicts, and the command decides on the real state
+    // (already open: nothing to do) instead of opening it twice.
+    let again = accounts
+        .create("a1", Metadata::by_user("u"), |a| a.open("Bob"))
+        .await
+        .expect("decided on the real state");
+    assert!(again.events.is_empty(), "{again:?}");
+    assert_eq!(again.version, 1);
+    assert!(store.reads() > 0, "the conflict made it read the stream");
+
+    // A command the empty state refuses runs on the real state when the stream exists.
+    let deposited = accounts
+        .create("a1", Metadata::by_user("u"), |a| a.deposit(5))
+        .await
+        .expect("allowed by the real state");
+    assert_eq!(deposited.version, 2);
+    let account = accounts.load("a1").await.expect("load");
+    assert_eq!((account.applied, account.balance), (2, 5), "opened once");
+
+    // And one the real state refuses too is refused.
+    let refused = accounts
+        .create("a2", Metadata::by_user("u"), |a| a.deposit(5))
+        .await
+        .expect_err("no such account");
+    assert_eq!(refused.rejection(), Some(&AccountError::NotOpen));
+}
+
+#[tokio::test]
+async fn create_once_returns_the_first_outcome_to_a_repeat() {
+    let store = MemoryStore::new();
+    let key = es_core::CommandKey::from_text("open-once");
+    let first = repo(&store)
+        .create_once("a1", key, Metadata::by_user("u"), |a| a.open("Ada"))
+        .await
+        .expect("first");
+    // A repeat from another repository (another process), after the account moved on.
+    opened_with(&store, "a1", &[7]).await;
+    let repeat = repo(&store)
+        .create_once("a1", key, Metadata::by_user("u"), |a| a.open("Ada"))
+        .await
+        .expect("the first outcome");
+    assert_eq!(repeat.events.len(), 1);
+    assert_eq!(repeat.events[0].event_id, first.events[0].event_id);
+    let stream = StreamId::new("Account", "a1");
+    assert_eq!(store.stream_version(&stream).await.expect("version"), 2);
+}
+
+#[tokio::test]
+async fn commands_on_one_aggregate_take_turns_instead_of_conflicting() {
+    let store = CountingStore::default();
+    // No retry on conflict: a command that decided on a state another one moved would fail.
+    let accounts = Repository::<Account, _>::new(store.clone()).with_max_retries(0);
+    accounts
+        .execute("a1", Metadata::by_user("u"), |a| a.open("Ada"))
+        .await
+        .expect("open");
+    let reads = store.reads();
+    let deposits = (0..20).map(|_| {
+        let accounts = accounts.clone();
+        async move {
+            accounts
+                .execute("a1", Metadata::by_user("u"), |a| a.deposit(1))
+                .await
+        }
+    });
+    for deposited in futures::future::join_all(deposits).await {
+        deposited.expect("no conflict: the commands took turns");
+    }
+    assert_eq!(store.reads(), reads, "each decided on the cached state");
+    assert_eq!(accounts.load("a1").await.expect("load").balance, 20);
+}
+
+#[tokio::test]
+async fn a_dropped_command_gives_its_turn_back() {
+    let store = CountingStore::default();
+    let accounts = Repository::<Account, _>::new(store.clone());
+    accounts
+        .execute("a1", Metadata::by_user("u"), |a| a.open("Ada"))
+        .await
+        .expect("open");
+    let mut first = Box::pin(accounts.execute("a1", Metadata::by_user("u"), |a| a.deposit(1)));
+    assert!(
+        futures::poll!(&mut first).is_pending(),
+        "it waits in the store, holding its turn"
+    );
+    drop(first);
+    let second = accounts.execute("a1", Metadata::by_user("u"), |a| a.deposit(2));
+    tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the dropped command gave its turn back")
+        .expect("deposit");
+    assert_eq!(accounts.load("a1").await.expect("load").balance, 2);
 }

@@ -6,4 +6,4 @@ SET net_inflow = t.net_inflow + u.net_inflow,
     in_flight = t.in_flight + u.in_flight
 FROM unnest($1::text[], $2::text[]::numeric[], $3::text[]::numeric[], $4::text[]::numeric[])
     AS u (currency, net_inflow, balances, in_flight)
-WHERE t.currency = u.currency
+WHERE t.currency = u.currency AND t.currency = ANY($1)

@@ -412,7 +412,8 @@ impl<S: Store> Ledger<S> {
         let id = transfer_id(&cmd).to_string();
         let transfers = &self.inner.transfers;
         let request = |t: &Transfer| t.request(from, to, amount, reference);
-        let execute = async |key, meta| transfers.execute_once(&id, key, meta, request).await;
+        // A new transfer as a rule: decided without reading its (empty) stream first.
+        let execute = async |key, meta| transfers.create_once(&id, key, meta, request).await;
         let committed = cmd.once((from, to, amount, reference), execute).await?;
         Ok(self.receipt(id.clone(), committed))
     }
