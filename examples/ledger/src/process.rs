@@ -234,9 +234,8 @@ impl<S: Store> TransferProcess<S> {
             status: transfer.status(),
             reason: transfer.reason().map(str::to_owned),
         };
-        let mut record = Cow::Borrowed(record);
+        let (mut record, mut carried) = (Cow::Borrowed(record), Vec::new());
         while let Some(next) = self.step(&record, &facts).await? {
-            self.carried.remember(next.event_id);
             facts.status = match next.decode::<TransferEvent>()? {
                 TransferEvent::TransferDebited(_) => TransferStatus::Debited,
                 TransferEvent::TransferCreditFailed(failed) => {
@@ -245,7 +244,12 @@ impl<S: Store> TransferProcess<S> {
                 }
                 _ => break,
             };
+            carried.push(next.event_id);
             record = Cow::Owned(next);
+        }
+        // Only now: had a step after one of them failed, its delivery must take that step.
+        for event_id in carried {
+            self.carried.remember(event_id);
         }
         Ok(())
     }

@@ -296,28 +296,36 @@ async fn a_retried_post_with_an_idempotency_key_never_posts_twice() {
     );
 }
 
-/// A store whose appends conflict while `contested` is set, as if another writer always won.
+/// Decides whether an append fails (and how) before it reaches the store.
+type Fault = dyn Fn(&StreamId, ExpectedVersion, &[NewEvent]) -> Option<Error> + Send + Sync;
+
+/// A memory store whose appends fail when `fault` says so.
 #[derive(Clone)]
-struct ContestedStore {
+struct FaultyStore {
     inner: MemoryStore,
-    contested: Arc<AtomicBool>,
+    fault: Arc<Fault>,
 }
 
-impl StreamStore for ContestedStore {
+impl FaultyStore {
+    fn new(
+        fault: impl Fn(&StreamId, ExpectedVersion, &[NewEvent]) -> Option<Error> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            fault: Arc::new(fault),
+        }
+    }
+}
+
+impl StreamStore for FaultyStore {
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        if self.contested.load(Ordering::SeqCst) {
-            let actual = self.inner.stream_version(stream).await?;
-            // Reading the stream finds nothing new, but the append still loses every time.
-            return Err(Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
+        if let Some(error) = (self.fault)(stream, expected, &events) {
+            return Err(error);
         }
         self.inner.append(stream, expected, events).await
     }
@@ -336,7 +344,7 @@ impl StreamStore for ContestedStore {
     }
 }
 
-impl SnapshotStore for ContestedStore {
+impl SnapshotStore for FaultyStore {
     async fn load_snapshot(&self, s: &StreamId) -> Result<Option<Snapshot>, Error> {
         self.inner.load_snapshot(s).await
     }
@@ -345,7 +353,7 @@ impl SnapshotStore for ContestedStore {
     }
 }
 
-impl GlobalLog for ContestedStore {
+impl GlobalLog for FaultyStore {
     async fn read_log(&self, after: u64, limit: usize, f: &LogFilter) -> Result<LogPage, Error> {
         self.inner.read_log(after, limit, f).await
     }
@@ -357,7 +365,7 @@ impl GlobalLog for ContestedStore {
     }
 }
 
-impl CheckpointStore for ContestedStore {
+impl CheckpointStore for FaultyStore {
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, Error> {
         self.inner.load_checkpoint(name).await
     }
@@ -378,10 +386,18 @@ impl CheckpointStore for ContestedStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_that_survives_the_retries_is_a_409() {
     let contested = Arc::new(AtomicBool::new(false));
-    let store = ContestedStore {
-        inner: MemoryStore::new(),
-        contested: contested.clone(),
-    };
+    let store = FaultyStore::new({
+        let contested = contested.clone();
+        // Reading the stream finds nothing new, but the append still loses every time, as if
+        // another writer always won.
+        move |stream, expected, _| {
+            contested.load(Ordering::SeqCst).then(|| Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: 1,
+            })
+        }
+    });
     let (api, _) = start(store).await;
     api.open("ada", "EUR", 0).await;
     contested.store(true, Ordering::SeqCst);
@@ -400,6 +416,41 @@ async fn a_conflict_that_survives_the_retries_is_a_409() {
     let (status, response) = api.post_with("/accounts/ada/deposits", body, &key).await;
     assert_eq!(status, StatusCode::OK, "{response}");
     assert_eq!(api.balance("ada").await, 5);
+}
+
+/// The process manager carries a transfer on from `Debited` in the same pass. When a step after
+/// that fails (here the credit, once, as a database would), the `Debited` event's delivery
+/// must take the step again rather than be skipped as carried on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_fails_after_the_debit_is_taken_again_and_the_transfer_completes() {
+    let failed = Arc::new(AtomicBool::new(false));
+    let store = FaultyStore::new({
+        let failed = failed.clone();
+        move |_, _, events| {
+            let credit = events.iter().any(|e| e.event_name == "TransferReceived");
+            (credit && !failed.swap(true, Ordering::SeqCst))
+                .then(|| Error::backend("the database went away"))
+        }
+    });
+    let (api, ledger) = start(store).await;
+    api.open("ada", "EUR", 0).await;
+    api.open("bob", "EUR", 0).await;
+    let (status, body) = api.deposit("ada", 100, "EUR").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .post(
+            "/transfers",
+            json!({ "from": "ada", "to": "bob", "amount": 40, "currency": "EUR", "reference": "r" }),
+        )
+        .await;
+    assert!(failed.load(Ordering::SeqCst), "the credit failed once");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(
+        (api.balance("ada").await, api.balance("bob").await),
+        (60, 40)
+    );
+    ledger.check().await.expect("read models consistent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
