@@ -435,14 +435,13 @@ impl<S: Store> Ledger<S> {
         look_first: bool,
     ) -> Result<TransferOutcome, AppError> {
         let deadline = Instant::now() + self.inner.wait;
-        if !look_first {
-            let _ = timeout_at(
-                deadline.min(Instant::now() + TRANSFER_POLL),
-                watching.step_taken(),
-            )
-            .await;
-        }
+        let mut look = look_first;
         loop {
+            if !look {
+                let poll = deadline.min(Instant::now() + TRANSFER_POLL);
+                let _ = timeout_at(poll, watching.step_taken()).await;
+            }
+            look = false;
             let (outcome, position, done) = self.transfer_state(watching.transfer_id()).await?;
             if done || Instant::now() >= deadline {
                 self.wrote(position);
@@ -452,8 +451,6 @@ impl<S: Store> Ledger<S> {
                     .await?;
                 return Ok(outcome);
             }
-            let poll = deadline.min(Instant::now() + TRANSFER_POLL);
-            let _ = timeout_at(poll, watching.step_taken()).await;
         }
     }
 
