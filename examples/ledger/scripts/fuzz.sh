@@ -3,7 +3,9 @@
 # target/) reads GET /openapi.json and sends generated requests, valid and invalid, to
 # `ledger serve` on a temporary SQLite file and on a fresh PostgreSQL schema. It fails on any
 # 5xx and on any response that breaks the schema. FUZZ_EXAMPLES (default 100) bounds the cases
-# per operation; DATABASE_URL names the PostgreSQL server (it must be reachable).
+# per operation; DATABASE_URL names the PostgreSQL server (it must be reachable). One worker:
+# with two, hypothesis parsed lambdas' sources from two threads at once and CPython 3.11's
+# parser failed ("AST constructor recursion depth mismatch"), a crash of the tool, not a finding.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 root=$(pwd)
@@ -14,7 +16,8 @@ database_url=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 
 if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet 'schemathesis>=4,<5'
+  # Pinned, so that a new release cannot change what CI generates.
+  "$venv/bin/pip" install --quiet 'schemathesis==4.32.5'
 fi
 cargo build --quiet -p ledger --bin ledger
 ledger=$target/debug/ledger
@@ -44,7 +47,7 @@ fuzz() {
   local status=0
   "$venv/bin/schemathesis" run "$base/openapi.json" \
     --checks not_a_server_error,response_schema_conformance \
-    --max-examples "$examples" --seed 20260101 --workers 2 \
+    --max-examples "$examples" --seed 20260101 --workers 1 \
     --phases examples,coverage,fuzzing --no-color \
     --suppress-health-check all --request-timeout 20 || status=$?
   kill "$server"
