@@ -195,6 +195,7 @@ mod checkpoint;
 mod delivery;
 mod error;
 mod group;
+mod known;
 mod lease;
 mod log;
 mod notifier;

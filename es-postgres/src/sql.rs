@@ -259,7 +259,8 @@ impl Sql {
 /// `$3` is the expected-version code ([`codes`]).
 ///
 /// It checks only what the unique keys cannot: that version `$3` exists when `$3 > 0` (else
-/// the batch would leave a gap) and that the stream exists for `StreamExists`. When a check
+/// the batch would leave a gap), unless `$9` says the store knows it does
+/// (`crate::known`), and that the stream exists for `StreamExists`. When a check
 /// fails it inserts nothing and returns a row of NULLs; a stream version or event id that is
 /// already taken fails the statement with a unique violation. Either way the caller asks
 /// `es_append` what happened (a conflict, or an idempotent retry).
@@ -291,7 +292,7 @@ fn append_fast(s: &str) -> String {
            CROSS JOIN (SELECT least(CASE WHEN x.is_called THEN x.last_value + 1 ELSE x.last_value END, \
                                     {max_position}) AS next \
                        FROM {s}.events_position_seq x) q \
-           WHERE CASE WHEN $3::bigint > 0 THEN EXISTS ( \
+           WHERE CASE WHEN $3::bigint > 0 AND NOT $9::boolean THEN EXISTS ( \
                         SELECT 1 FROM {s}.events x \
                         WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3) \
                       WHEN $3::bigint = {exists} THEN b.base > 0 \
@@ -327,7 +328,8 @@ fn announce(s: &str) -> String {
 /// The plain-SQL append of one event: the statement of [`append_fast`] with scalar
 /// parameters instead of arrays (no `unnest`, no aggregate), returning the new row or no row
 /// when a check failed. `$1`, `$2` the stream, `$3` the expected-version code, `$4` to `$8`
-/// the event (id, name, schema version, payload, metadata). A version or id already taken
+/// the event (id, name, schema version, payload, metadata), `$9` whether version `$3` is
+/// known to exist. A version or id already taken
 /// fails the statement with a unique violation, as in [`append_fast`].
 fn append_one(s: &str) -> String {
     let exists = codes::EXPECT_EXISTS;
@@ -342,7 +344,7 @@ fn append_one(s: &str) -> String {
                    SELECT x.version FROM {s}.events x \
                    WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 \
                    ORDER BY x.version DESC LIMIT 1), 0) END AS base) b \
-           WHERE CASE WHEN $3::bigint > 0 THEN EXISTS ( \
+           WHERE CASE WHEN $3::bigint > 0 AND NOT $9::boolean THEN EXISTS ( \
                         SELECT 1 FROM {s}.events x \
                         WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3) \
                       WHEN $3::bigint = {exists} THEN b.base > 0 \

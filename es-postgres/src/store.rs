@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::error::{self, ConnectError, Phase};
 use crate::group::GroupCommit;
+use crate::known::KnownVersions;
 use crate::notifier::Notifier;
 use crate::projection::InlineProjection;
 use crate::read_ahead::ReadAhead;
@@ -254,6 +255,8 @@ pub(crate) struct Inner {
     pub(crate) group: Option<Arc<GroupCommit>>,
     /// Pages read ahead for consumers far behind the head (see `read_ahead.rs`); `None` when off.
     pub(crate) read_ahead: Option<Arc<ReadAhead>>,
+    /// Versions seen committed, which appends need not look for (see `known.rs`).
+    pub(crate) known: Arc<KnownVersions>,
     /// The connection of each lease this store waits for (see `lease.rs`).
     pub(crate) lease_standby: Arc<Mutex<HashMap<String, PgConnection>>>,
     /// When this store last lost each lease to a dead connection (see `lease.rs`).
@@ -547,6 +550,7 @@ impl PostgresStore {
                 inline: Vec::new(),
                 group: (lanes > 0).then(|| Arc::new(GroupCommit::new(lanes))),
                 read_ahead: options.read_ahead.then(|| Arc::new(ReadAhead::default())),
+                known: Arc::default(),
             }),
         }
     }
@@ -708,6 +712,8 @@ impl PostgresStore {
         phase: Phase,
     ) -> Result<Attempt, Error> {
         let sql = &self.inner.sql;
+        let known =
+            matches!(expected, ExpectedVersion::Exact(v) if self.inner.known.holds(stream, v));
         if fast && let [event] = events {
             let schema_version = i32::try_from(event.schema_version).map_err(|_| {
                 Error::Invalid(format!(
@@ -724,6 +730,7 @@ impl PostgresStore {
                 .bind(schema_version)
                 .bind(Json(&*event.payload))
                 .bind(Json(&event.metadata))
+                .bind(known)
                 .fetch_optional(&mut *conn)
                 .await
             {
@@ -740,6 +747,7 @@ impl PostgresStore {
         if fast && events.len() > 1 {
             match columns
                 .bind::<FastAppendRow>(sql.append_fast.clone(), stream, expected)?
+                .bind(known)
                 .fetch_one(&mut *conn)
                 .await
             {
@@ -946,13 +954,24 @@ impl StreamStore for PostgresStore {
         self.inner
             .limits
             .check_append(stream, expected, &mut events)?;
-        if !self.inner.inline.is_empty() {
+        let result = if !self.inner.inline.is_empty() {
             self.append_inline(stream, expected, events).await
         } else if events.is_empty() || events.len() > crate::group::MAX_EVENTS {
             self.append_pooled(stream, expected, events, true).await
         } else {
             self.append_grouped(stream, expected, events).await
+        };
+        // Every path has committed (or found committed) what it reports.
+        match &result {
+            Ok(recorded) => {
+                if let Some(last) = recorded.last() {
+                    self.inner.known.saw(stream, last.version);
+                }
+            }
+            Err(Error::Conflict { actual, .. }) => self.inner.known.saw(stream, *actual),
+            Err(_) => {}
         }
+        result
     }
 
     async fn read_stream(
@@ -974,7 +993,14 @@ impl StreamStore for PostgresStore {
                     .fetch_all(&self.pool)
             })
             .await?;
-        rows.into_iter().map(RecordedEvent::try_from).collect()
+        let events: Vec<RecordedEvent> = rows
+            .into_iter()
+            .map(RecordedEvent::try_from)
+            .collect::<Result<_, _>>()?;
+        if let Some(last) = events.last() {
+            self.inner.known.saw(stream, last.version);
+        }
+        Ok(events)
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
@@ -987,7 +1013,9 @@ impl StreamStore for PostgresStore {
                     .fetch_one(&self.pool)
             })
             .await?;
-        rows::position(version, "stream version")
+        let version = rows::position(version, "stream version")?;
+        self.inner.known.saw(stream, version);
+        Ok(version)
     }
 
     async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, Error> {
@@ -1058,14 +1086,20 @@ impl SnapshotStore for PostgresStore {
                     .fetch_all(&self.pool)
             })
             .await?;
-        let mut snapshot = None;
-        let mut events = Vec::with_capacity(rows.len());
+        let mut snapshot: Option<Snapshot> = None;
+        let mut events: Vec<ReplayEvent> = Vec::with_capacity(rows.len());
         for row in rows {
             match row.convert(stream)? {
                 rows::Loaded::Snapshot(s) => snapshot = Some(s),
                 rows::Loaded::Event(e) => events.push(e),
             }
         }
+        // The snapshot counts only if its stream has an event at its version (see the SQL).
+        let last = events
+            .last()
+            .map(|e| e.version)
+            .or(snapshot.as_ref().map(|s| s.version));
+        self.inner.known.saw(stream, last.unwrap_or(0));
         Ok((snapshot, events))
     }
 }

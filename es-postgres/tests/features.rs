@@ -947,3 +947,131 @@ async fn reads_run_again_when_the_server_killed_their_connections() {
         assert!(store.load_snapshot(&s).await.expect("snapshot").is_none());
     }
 }
+
+/// Index scans of the stream-version key in the current transaction of `tx`: the look for an
+/// expected version is one, the unique check of an insert is none.
+async fn version_key_scans(tx: &mut es_postgres::PgTx, store: &PostgresStore) -> i64 {
+    sqlx::query_scalar(
+        "SELECT pg_stat_get_xact_numscans( \
+           format('%I.events_stream_version_key', $1::text)::regclass)",
+    )
+    .bind(store.schema())
+    .fetch_one(tx.conn())
+    .await
+    .expect("index statistics")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expected_version_the_store_saw_committed_is_not_looked_for_again() {
+    let store = common::fresh_store().await;
+    let seen = StreamId::new("Account", "seen");
+    let unseen = StreamId::new("Account", "unseen");
+    store
+        .append(&seen, ExpectedVersion::NoStream, events("Deposited", 0, 2))
+        .await
+        .expect("append");
+    // Written by another process: this store has not seen it.
+    let other = common::reopen(&store, StoreOptions::new().schema(store.schema()), 2);
+    other
+        .append(
+            &unseen,
+            ExpectedVersion::NoStream,
+            events("Deposited", 10, 2),
+        )
+        .await
+        .expect("append elsewhere");
+
+    let mut tx = store.begin().await.expect("begin");
+    store
+        .append_in(
+            &mut tx,
+            &seen,
+            ExpectedVersion::Exact(2),
+            vec![event("Deposited", 2)],
+        )
+        .await
+        .expect("append at the version it wrote");
+    assert_eq!(
+        version_key_scans(&mut tx, &store).await,
+        0,
+        "no look for version 2"
+    );
+    store
+        .append_in(
+            &mut tx,
+            &unseen,
+            ExpectedVersion::Exact(2),
+            vec![event("Deposited", 12)],
+        )
+        .await
+        .expect("append at a version it never saw");
+    assert_eq!(
+        version_key_scans(&mut tx, &store).await,
+        1,
+        "one look for version 2"
+    );
+    tx.commit().await.expect("commit");
+
+    // A version beyond what it saw is looked for, and a gap refused.
+    let refused = store
+        .append(
+            &seen,
+            ExpectedVersion::Exact(5),
+            vec![event("Deposited", 3)],
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Conflict { actual: 3, .. })),
+        "{refused:?}"
+    );
+    // Stale knowledge (another process appended since) is caught by the unique key.
+    other
+        .append(
+            &seen,
+            ExpectedVersion::Exact(3),
+            vec![event("Deposited", 4)],
+        )
+        .await
+        .expect("append elsewhere");
+    let stale = store
+        .append(
+            &seen,
+            ExpectedVersion::Exact(3),
+            vec![event("Deposited", 5)],
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(Error::Conflict { actual: 4, .. })),
+        "{stale:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_appended_in_a_rolled_back_transaction_are_not_taken_as_known() {
+    let store = common::fresh_store().await;
+    let stream = StreamId::new("Account", "rolled-back");
+    let mut tx = store.begin().await.expect("begin");
+    store
+        .append_in(
+            &mut tx,
+            &stream,
+            ExpectedVersion::NoStream,
+            events("Deposited", 0, 3),
+        )
+        .await
+        .expect("append in the transaction");
+    tx.rollback().await.expect("rollback");
+    // Taken as known, version 3 would not be looked for and version 4 would land after a gap.
+    let refused = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(3),
+            vec![event("Deposited", 3)],
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Conflict { actual: 0, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.stream_version(&stream).await.expect("version"), 0);
+}

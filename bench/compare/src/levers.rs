@@ -19,7 +19,8 @@ fn announce() -> &'static str {
 }
 
 /// Our one-event statement (`$1`, `$2` the stream, `$3` the expected version, `$4` to `$8`
-/// the event), with or without the announcement. Without it a follower could skip the
+/// the event, `$9` whether the store knows version `$3` exists, which spares the look for
+/// it), with or without the announcement. Without it a follower could skip the
 /// event: for measurement only.
 pub fn one_event(announced: bool) -> String {
     let announce = if announced { announce() } else { "NULL::void" };
@@ -30,7 +31,7 @@ pub fn one_event(announced: bool) -> String {
          FROM ( \
            SELECT b.base, clock_timestamp() AS now, {announce} AS announced \
            FROM (SELECT CASE WHEN $3::bigint >= 0 THEN $3::bigint ELSE 0 END AS base) b \
-           WHERE CASE WHEN $3::bigint > 0 THEN EXISTS ( \
+           WHERE CASE WHEN $3::bigint > 0 AND NOT $9::boolean THEN EXISTS ( \
                         SELECT 1 FROM hand.events x \
                         WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3) \
                       ELSE true END \

@@ -21,7 +21,10 @@
 //!
 //! What makes the baselines fair:
 //! - the hand-written table is created `LIKE` ours (columns, defaults, constraints and
-//!   indexes) and topped up with filler rows to our row count before every cell;
+//!   indexes) and topped up with filler rows to our row count before every cell, and every
+//!   cell starts right after a `CHECKPOINT`;
+//! - a single append is compared with a plain INSERT and with one that returns what an
+//!   append reports (position, version, time);
 //! - the hand-written pool checks connections the way ours does (a round trip only for a
 //!   connection idle for a second), so neither pays for pool settings;
 //! - loads read the same columns ours reads (version, name, schema version, payload), and the
@@ -336,7 +339,9 @@ fn peer_repo(env: &Env) -> postgres_es::PostgresEventRepository {
 
 /// Tops up `ours.events`, `hand.events` and `hx.events` to the row count of the largest with
 /// filler rows (one event each in streams nobody reads), so that every cell writes into
-/// tables of equal size.
+/// tables of equal size, then takes a `CHECKPOINT`, so that every cell starts at the same
+/// point of the checkpoint cycle (the first write of each page after a checkpoint logs the
+/// whole page: a cell that happened to run just after one paid more).
 async fn equalize(env: &Env) -> Res<()> {
     const TABLES: [&str; 3] = ["ours.events", "hand.events", "hx.events"];
     let mut counts = Vec::new();
@@ -360,6 +365,7 @@ async fn equalize(env: &Env) -> Res<()> {
             .await?;
         }
     }
+    sqlx::query("CHECKPOINT").execute(&env.hand).await?;
     Ok(())
 }
 
@@ -435,6 +441,10 @@ fn peer_deposit(id: &str, sequence: usize, i: u64) -> Res<SerializedEvent> {
 
 const HAND_INSERT: &str = "INSERT INTO hand.events (event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())";
+
+/// The same, returning what an append reports.
+const HAND_INSERT_RETURNING: &str = "INSERT INTO hand.events (event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now()) RETURNING position, version, recorded_at";
 
 const HAND_INSERT_MANY: &str = "INSERT INTO hand.events (event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at) \
      SELECT u.id, $2, $3, u.version, u.name, 1, u.payload, u.meta, now() \
@@ -733,9 +743,13 @@ enum AppendImpl {
     OursPingAlways,
     OursNotify20,
     Hand,
+    /// The hand-written INSERT returning what an append reports (position, version, time).
+    HandReturning,
     Peer,
-    /// Our one-event statement, sent by hand (see `levers`).
+    /// Our one-event statement, sent by hand (see `levers`), for a version the store knows.
     SqlOne,
+    /// The same, looking for the expected version first (a version the store has not seen).
+    SqlOneProbed,
     /// The same without the announcement (measurement only: a follower could skip).
     SqlOneUnannounced,
     /// The same, unprepared (parsed and planned on every call).
@@ -758,8 +772,16 @@ impl AppendImpl {
                 (Kind::Hand, "hand-written: single INSERT (autocommit)")
             }
             AppendImpl::Hand => (Kind::Hand, "hand-written: one multi-row INSERT (unnest)"),
+            AppendImpl::HandReturning => (
+                Kind::Hand,
+                "hand-written: INSERT RETURNING position, version, time (autocommit)",
+            ),
             AppendImpl::Peer => (Kind::Peer, "postgres-es: PostgresEventRepository::persist"),
             AppendImpl::SqlOne => (Kind::Lever, "lever: our one-event statement, sent by hand"),
+            AppendImpl::SqlOneProbed => (
+                Kind::Lever,
+                "lever: our one-event statement, looking for the expected version",
+            ),
             AppendImpl::SqlOneUnannounced => (
                 Kind::Lever,
                 "lever: our one-event statement without the announcement (unsafe)",
@@ -788,7 +810,10 @@ async fn lever_append(
     e: &NewEvent,
 ) -> Res<()> {
     match imp {
-        AppendImpl::SqlOne | AppendImpl::SqlOneUnannounced | AppendImpl::SqlOneUnprepared => {
+        AppendImpl::SqlOne
+        | AppendImpl::SqlOneProbed
+        | AppendImpl::SqlOneUnannounced
+        | AppendImpl::SqlOneUnprepared => {
             let sql = levers::one_event(imp != AppendImpl::SqlOneUnannounced);
             sqlx::query(AssertSqlSafe(sql))
                 .persistent(imp != AppendImpl::SqlOneUnprepared)
@@ -800,6 +825,7 @@ async fn lever_append(
                 .bind(1i32)
                 .bind(Json(&*e.payload))
                 .bind(Json(&e.metadata))
+                .bind(imp != AppendImpl::SqlOneProbed)
                 .fetch_optional(pool)
                 .await?
                 .ok_or("the lever statement wrote nothing")?;
@@ -936,6 +962,7 @@ async fn append_cell(
             .await
         }
         AppendImpl::SqlOne
+        | AppendImpl::SqlOneProbed
         | AppendImpl::SqlOneUnannounced
         | AppendImpl::SqlOneUnprepared
         | AppendImpl::SqlArrays
@@ -949,6 +976,35 @@ async fn append_cell(
                         let e = deposit_event(i, &meta)?;
                         i += 1;
                         lever_append(&pool, imp, &id, version, &e).await?;
+                        version += 1;
+                        done += window.count(1);
+                    }
+                    Ok(done)
+                }
+            })
+            .await
+        }
+        AppendImpl::HandReturning => {
+            timed(writers, |w, window| {
+                let (pool, meta) = (env.hand.clone(), meta.clone());
+                let id = format!("{tag}-w{w}");
+                async move {
+                    let (mut done, mut version, mut i) = (0, 0i64, 0u64);
+                    while window.open() {
+                        let e = deposit_event(i, &meta)?;
+                        i += 1;
+                        let (_position, _version, _at): (i64, i64, chrono::DateTime<chrono::Utc>) =
+                            sqlx::query_as(HAND_INSERT_RETURNING)
+                                .bind(e.event_id)
+                                .bind("BankAccount")
+                                .bind(&id)
+                                .bind(version + 1)
+                                .bind(&e.event_name)
+                                .bind(1i32)
+                                .bind(Json(&*e.payload))
+                                .bind(Json(&e.metadata))
+                                .fetch_one(&pool)
+                                .await?;
                         version += 1;
                         done += window.count(1);
                     }
@@ -996,11 +1052,13 @@ async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
             &[
                 Ours,
                 Hand,
+                HandReturning,
                 Peer,
                 OursQuiet,
                 OursNotify20,
                 OursPingAlways,
                 SqlOne,
+                SqlOneProbed,
                 SqlOneUnannounced,
                 SqlOneUnprepared,
                 SqlArrays,
@@ -1013,17 +1071,19 @@ async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
             &[
                 Ours,
                 Hand,
+                HandReturning,
                 Peer,
                 OursQuiet,
                 OursNotify20,
                 OursNoGroup,
                 OursPingAlways,
                 SqlOne,
+                SqlOneProbed,
                 SqlOneUnannounced,
                 Xid8Insert,
             ],
         ),
-        (1, 32, &[Ours, Hand, Peer, OursNoGroup, OursQuiet]),
+        (1, 32, &[Ours, Hand, HandReturning, Peer, OursNoGroup, OursQuiet]),
         (100, 1, &[Ours, Hand, Peer]),
         (100, 4, &[Ours, Hand, Peer, OursNoGroup]),
     ];
