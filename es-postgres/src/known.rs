@@ -5,8 +5,8 @@
 //! only a look at version `n` refuses a gap (`n + 1` written onto a stream of fewer than `n`
 //! events). Events are never deleted (the append-only triggers of migration 5), so a version
 //! once seen committed exists for good: when this store has written, read or been told of
-//! version `n` or later of a stream, its statements skip the look (the `known` parameter of
-//! `sql::append_one` and `sql::append_fast`). A repository's appends always qualify, since the
+//! version `n` or later of a stream, its statements skip the look (`Check::None` rather than
+//! `Check::Version`, see `crate::sql::Check`). A repository's appends always qualify, since the
 //! version they expect is one the store just returned; so do a writer's successive appends.
 //!
 //! Only committed versions are recorded: what an append returned (or a conflict reported),

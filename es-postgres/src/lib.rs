@@ -76,7 +76,10 @@
 //! `unnest`ed for more) that checks only what the unique keys cannot: that the expected
 //! version exists (an append at `Exact(v)` onto a shorter stream would leave a gap) and, for
 //! `StreamExists`, that the stream does. Everything else is left to the unique keys: a
-//! version or an event id that is taken fails the statement.
+//! version or an event id that is taken fails the statement. The look for version `v` is
+//! left out when the store has seen version `v` or later of the stream committed (it wrote,
+//! read or was told of it: events are never deleted), as for every append of a repository
+//! and every successive append of one writer.
 //!
 //! Only when that attempt wrote nothing does the store call the plpgsql function
 //! `es_append`, which tells the cases apart: it checks the ids first (all stored with the

@@ -70,8 +70,8 @@ pub(crate) fn validate_schema(name: &str) -> Result<(), Error> {
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
     pub(crate) append: Arc<str>,
-    pub(crate) append_fast: Arc<str>,
-    pub(crate) append_one: Arc<str>,
+    pub(crate) append_fast: ByCheck,
+    pub(crate) append_one: ByCheck,
     pub(crate) append_group: Arc<str>,
     pub(crate) read_range_all: Arc<str>,
     pub(crate) read_range_types: Arc<str>,
@@ -119,8 +119,8 @@ impl Sql {
         let parked_cols = PARKED_COLUMNS;
         Self {
             append: format!("SELECT * FROM {s}.es_append($1, $2, $3, $4, $5, $6, $7, $8)").into(),
-            append_fast: append_fast(&s).into(),
-            append_one: append_one(&s).into(),
+            append_fast: ByCheck::new(|check| append_fast(&s, check)),
+            append_one: ByCheck::new(|check| append_one(&s, check)),
             append_group: append_group(&s).into(),
             // A range of the log below a frontier computed earlier (see `crate::read_ahead`):
             // plain indexed reads without a frontier of their own, shaped like the three
@@ -254,49 +254,110 @@ impl Sql {
     }
 }
 
+/// What a plain-SQL append statement checks of the expected version. Each check is a
+/// statement of its own, with no branch on its parameters: PostgreSQL plans a prepared
+/// statement for its parameter values (a custom plan) until a plan for any values (the
+/// generic plan) is estimated no dearer. A statement that chose its check with a `CASE` on
+/// `$3` folded to a cheap custom plan while its generic plan kept every branch, so it was
+/// planned again on every execution, at more server time than the insert itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Nothing: `$3` is the stream's version, 0 for `NoStream` or one the store knows exists
+    /// (see `crate::known`).
+    None,
+    /// That version `$3` exists: an `Exact` version the store has not seen. Without it an
+    /// append onto a shorter stream would leave a gap.
+    Version,
+    /// Nothing of `$3`, which is a negative code: the append goes after the stream's last
+    /// version, which must exist for `StreamExists`.
+    Tail,
+}
+
+impl Check {
+    /// The check an append at `expected` needs; `known`: the store has seen that version.
+    pub(crate) fn of(expected: ExpectedVersion, known: bool) -> Self {
+        match expected {
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => Check::Tail,
+            ExpectedVersion::NoStream => Check::None,
+            ExpectedVersion::Exact(_) if known => Check::None,
+            ExpectedVersion::Exact(0) => Check::None,
+            ExpectedVersion::Exact(_) => Check::Version,
+        }
+    }
+
+    /// The stream's version the events follow (`b.base`) and the condition the append needs.
+    fn base_and_condition(self, s: &str) -> (String, String) {
+        match self {
+            Check::None => ("$3::bigint".to_owned(), "true".to_owned()),
+            Check::Version => (
+                "$3::bigint".to_owned(),
+                format!(
+                    "EXISTS (SELECT 1 FROM {s}.events x \
+                     WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3)"
+                ),
+            ),
+            Check::Tail => (
+                format!(
+                    "coalesce((SELECT x.version FROM {s}.events x \
+                     WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 \
+                     ORDER BY x.version DESC LIMIT 1), 0)"
+                ),
+                format!("($3::bigint <> {} OR b.base > 0)", codes::EXPECT_EXISTS),
+            ),
+        }
+    }
+}
+
+/// One statement per [`Check`].
+#[derive(Debug, Clone)]
+pub(crate) struct ByCheck {
+    none: Arc<str>,
+    version: Arc<str>,
+    tail: Arc<str>,
+}
+
+impl ByCheck {
+    fn new(statement: impl Fn(Check) -> String) -> Self {
+        Self {
+            none: statement(Check::None).into(),
+            version: statement(Check::Version).into(),
+            tail: statement(Check::Tail).into(),
+        }
+    }
+
+    pub(crate) fn get(&self, check: Check) -> Arc<str> {
+        match check {
+            Check::None => self.none.clone(),
+            Check::Version => self.version.clone(),
+            Check::Tail => self.tail.clone(),
+        }
+    }
+}
+
 /// The plain-SQL append: one statement, no plpgsql, returning one row (`rows::FastAppendRow`)
 /// with the positions in version order (versions are consecutive and the time is the batch's).
 /// `$3` is the expected-version code ([`codes`]).
 ///
-/// It checks only what the unique keys cannot: that version `$3` exists when `$3 > 0` (else
-/// the batch would leave a gap), unless `$9` says the store knows it does
-/// (`crate::known`), and that the stream exists for `StreamExists`. When a check
-/// fails it inserts nothing and returns a row of NULLs; a stream version or event id that is
-/// already taken fails the statement with a unique violation. Either way the caller asks
-/// `es_append` what happened (a conflict, or an idempotent retry).
+/// It checks only what the unique keys cannot (see [`Check`]). When the check fails it inserts
+/// nothing and returns a row of NULLs; a stream version or event id that is already taken
+/// fails the statement with a unique violation. Either way the caller asks `es_append` what
+/// happened (a conflict, or an idempotent retry).
 ///
 /// The subquery `g` is evaluated once, before any row is produced and so before the identity
-/// default draws a position: it reads the sequence's next value and announces it (a lower
-/// bound of what this statement draws) with the
-/// shared advisory lock of the global-order design (see `es_frontier`), tagged with the
-/// schema, exactly as `es_append` does. `OFFSET 0` keeps the planner from pulling it into the
-/// join.
-fn append_fast(s: &str) -> String {
-    let tag = codes::ANNOUNCE_TAG;
-    let exists = codes::EXPECT_EXISTS;
-    let max_position = codes::MAX_POSITION;
+/// default draws a position: it makes the announcement ([`announce`]). `OFFSET 0` keeps the
+/// planner from pulling it into the join.
+fn append_fast(s: &str, check: Check) -> String {
+    let announce = announce(s);
+    let (base, condition) = check.base_and_condition(s);
     format!(
         "WITH appended AS ( \
          INSERT INTO {s}.events AS e (event_id, aggregate_type, aggregate_id, version, \
            event_name, schema_version, payload, metadata, recorded_at) \
          SELECT u.id, $1, $2, g.base + u.ord, u.name, u.sv, u.payload, u.meta, g.now \
          FROM ( \
-           SELECT b.base, clock_timestamp() AS now, \
-                  pg_advisory_xact_lock_shared(({tag} << 24) | ({s}.es_schema_tag() << 16) \
-                      | (q.next >> 32)::integer, \
-                    (q.next & 4294967295)::bit(32)::integer) AS announced \
-           FROM (SELECT CASE WHEN $3::bigint >= 0 THEN $3::bigint ELSE coalesce(( \
-                   SELECT x.version FROM {s}.events x \
-                   WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 \
-                   ORDER BY x.version DESC LIMIT 1), 0) END AS base) b \
-           CROSS JOIN (SELECT least(CASE WHEN x.is_called THEN x.last_value + 1 ELSE x.last_value END, \
-                                    {max_position}) AS next \
-                       FROM {s}.events_position_seq x) q \
-           WHERE CASE WHEN $3::bigint > 0 AND NOT $9::boolean THEN EXISTS ( \
-                        SELECT 1 FROM {s}.events x \
-                        WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3) \
-                      WHEN $3::bigint = {exists} THEN b.base > 0 \
-                      ELSE true END \
+           SELECT b.base, clock_timestamp() AS now, {announce} AS announced \
+           FROM (SELECT {base} AS base) b \
+           WHERE {condition} \
            OFFSET 0) g \
          CROSS JOIN unnest($4::uuid[], $5::text[], $6::int[], $7::jsonb[], $8::jsonb[]) \
               WITH ORDINALITY AS u (id, name, sv, payload, meta, ord) \
@@ -327,28 +388,20 @@ fn announce(s: &str) -> String {
 
 /// The plain-SQL append of one event: the statement of [`append_fast`] with scalar
 /// parameters instead of arrays (no `unnest`, no aggregate), returning the new row or no row
-/// when a check failed. `$1`, `$2` the stream, `$3` the expected-version code, `$4` to `$8`
-/// the event (id, name, schema version, payload, metadata), `$9` whether version `$3` is
-/// known to exist. A version or id already taken
+/// when the check failed. `$1`, `$2` the stream, `$3` the expected-version code, `$4` to `$8`
+/// the event (id, name, schema version, payload, metadata). A version or id already taken
 /// fails the statement with a unique violation, as in [`append_fast`].
-fn append_one(s: &str) -> String {
-    let exists = codes::EXPECT_EXISTS;
+fn append_one(s: &str, check: Check) -> String {
     let announce = announce(s);
+    let (base, condition) = check.base_and_condition(s);
     format!(
         "INSERT INTO {s}.events AS e (event_id, aggregate_type, aggregate_id, version, \
            event_name, schema_version, payload, metadata, recorded_at) \
          SELECT $4, $1, $2, g.base + 1, $5, $6, $7, $8, g.now \
          FROM ( \
            SELECT b.base, clock_timestamp() AS now, {announce} AS announced \
-           FROM (SELECT CASE WHEN $3::bigint >= 0 THEN $3::bigint ELSE coalesce(( \
-                   SELECT x.version FROM {s}.events x \
-                   WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 \
-                   ORDER BY x.version DESC LIMIT 1), 0) END AS base) b \
-           WHERE CASE WHEN $3::bigint > 0 AND NOT $9::boolean THEN EXISTS ( \
-                        SELECT 1 FROM {s}.events x \
-                        WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3) \
-                      WHEN $3::bigint = {exists} THEN b.base > 0 \
-                      ELSE true END \
+           FROM (SELECT {base} AS base) b \
+           WHERE {condition} \
            OFFSET 0) g \
          RETURNING e.position, e.version, e.recorded_at"
     )

@@ -27,7 +27,7 @@ use crate::rows::{
     self, AppendOutcome, AppendRow, EventRow, FastAppendRow, Landed, LoadRow, OneAppendRow,
     SnapshotRow,
 };
-use crate::sql::{Sql, expected_code, validate_schema};
+use crate::sql::{Check, Sql, expected_code, validate_schema};
 use crate::tx::PgTx;
 use crate::wakeup::{Listener, Signals};
 
@@ -714,6 +714,7 @@ impl PostgresStore {
         let sql = &self.inner.sql;
         let known =
             matches!(expected, ExpectedVersion::Exact(v) if self.inner.known.holds(stream, v));
+        let check = Check::of(expected, known);
         if fast && let [event] = events {
             let schema_version = i32::try_from(event.schema_version).map_err(|_| {
                 Error::Invalid(format!(
@@ -721,7 +722,7 @@ impl PostgresStore {
                     event.schema_version
                 ))
             })?;
-            match sqlx::query_as::<_, OneAppendRow>(AssertSqlSafe(sql.append_one.clone()))
+            match sqlx::query_as::<_, OneAppendRow>(AssertSqlSafe(sql.append_one.get(check)))
                 .bind(&stream.aggregate_type)
                 .bind(&stream.aggregate_id)
                 .bind(expected_code(expected)?)
@@ -730,7 +731,6 @@ impl PostgresStore {
                 .bind(schema_version)
                 .bind(Json(&*event.payload))
                 .bind(Json(&event.metadata))
-                .bind(known)
                 .fetch_optional(&mut *conn)
                 .await
             {
@@ -746,8 +746,7 @@ impl PostgresStore {
         let columns = Columns::new(events)?;
         if fast && events.len() > 1 {
             match columns
-                .bind::<FastAppendRow>(sql.append_fast.clone(), stream, expected)?
-                .bind(known)
+                .bind::<FastAppendRow>(sql.append_fast.get(check), stream, expected)?
                 .fetch_one(&mut *conn)
                 .await
             {

@@ -1075,3 +1075,82 @@ async fn versions_appended_in_a_rolled_back_transaction_are_not_taken_as_known()
     );
     assert_eq!(store.stream_version(&stream).await.expect("version"), 0);
 }
+
+/// How an append statement was planned in the one session of `store` (a pool of one
+/// connection): (statement, generic plans, custom plans) per append statement prepared.
+async fn append_plans(store: &PostgresStore) -> Vec<(String, i64, i64)> {
+    sqlx::query_as(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE 'INSERT INTO%' OR statement LIKE 'WITH appended AS%'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("prepared statements")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_statements_are_planned_once_not_on_every_execution() {
+    let store = common::fresh_store().await;
+    // A table of some size: the planner weighs a generic plan's look-ups by it.
+    sqlx::query(q(
+        &store,
+        "INSERT INTO {s}.events (event_id, aggregate_type, aggregate_id, version, event_name, \
+           schema_version, payload, metadata, recorded_at) \
+         SELECT gen_random_uuid(), 'Filler', 'filler-' || g, 1, 'Filler', 1, '{}', '{}', now() \
+         FROM generate_series(1, 50000) g",
+    ))
+    .execute(store.pool())
+    .await
+    .expect("filler");
+    for (kind, batch) in (0..4).flat_map(|kind| [(kind, 1), (kind, 2)]) {
+        // A session of its own per kind of append, each kind as an application sends it
+        // again and again.
+        let one = common::reopen(&store, StoreOptions::new().notify(false).group_commit(0), 1);
+        let stream = StreamId::new("Account", format!("kind-{kind}-{batch}"));
+        for i in 0..12u64 {
+            let expected = match kind {
+                0 if i == 0 => ExpectedVersion::NoStream,
+                0 => ExpectedVersion::Exact(i * batch),
+                1 => ExpectedVersion::Any,
+                2 if i == 0 => ExpectedVersion::Any,
+                2 => ExpectedVersion::StreamExists,
+                _ => {
+                    // At a version written elsewhere: looked for.
+                    let theirs = StreamId::new("Account", format!("theirs-{batch}-{i}"));
+                    store
+                        .append(
+                            &theirs,
+                            ExpectedVersion::NoStream,
+                            events("Deposited", 0, 1),
+                        )
+                        .await
+                        .expect("append elsewhere");
+                    one.append(
+                        &theirs,
+                        ExpectedVersion::Exact(1),
+                        events("Deposited", 1, batch),
+                    )
+                    .await
+                    .expect("append at a version written elsewhere");
+                    continue;
+                }
+            };
+            one.append(&stream, expected, events("Deposited", i, batch))
+                .await
+                .expect("append");
+        }
+        let plans = append_plans(&one).await;
+        assert!(
+            !plans.is_empty(),
+            "kind {kind}: no append statement prepared"
+        );
+        for (statement, generic, custom) in plans {
+            assert!(
+                custom <= 5 && generic > 0,
+                "kind {kind}, {batch} events: planned for its values on {custom} of {} \
+                 executions: {statement}",
+                custom + generic
+            );
+        }
+    }
+}

@@ -19,22 +19,25 @@ fn announce() -> &'static str {
 }
 
 /// Our one-event statement (`$1`, `$2` the stream, `$3` the expected version, `$4` to `$8`
-/// the event, `$9` whether the store knows version `$3` exists, which spares the look for
-/// it), with or without the announcement. Without it a follower could skip the
-/// event: for measurement only.
-pub fn one_event(announced: bool) -> String {
+/// the event) as the store sends it for a version it has seen (`probed` false) or not (true:
+/// it looks for version `$3` first), with or without the announcement. Without it a follower
+/// could skip the event: for measurement only.
+pub fn one_event(announced: bool, probed: bool) -> String {
     let announce = if announced { announce() } else { "NULL::void" };
+    let condition = if probed {
+        "EXISTS (SELECT 1 FROM hand.events x \
+         WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3)"
+    } else {
+        "true"
+    };
     format!(
         "INSERT INTO hand.events AS e (event_id, aggregate_type, aggregate_id, version, \
            event_name, schema_version, payload, metadata, recorded_at) \
          SELECT $4, $1, $2, g.base + 1, $5, $6, $7, $8, g.now \
          FROM ( \
            SELECT b.base, clock_timestamp() AS now, {announce} AS announced \
-           FROM (SELECT CASE WHEN $3::bigint >= 0 THEN $3::bigint ELSE 0 END AS base) b \
-           WHERE CASE WHEN $3::bigint > 0 AND NOT $9::boolean THEN EXISTS ( \
-                        SELECT 1 FROM hand.events x \
-                        WHERE x.aggregate_type = $1 AND x.aggregate_id = $2 AND x.version = $3) \
-                      ELSE true END \
+           FROM (SELECT $3::bigint AS base) b \
+           WHERE {condition} \
            OFFSET 0) g \
          RETURNING e.position, e.version, e.recorded_at"
     )

@@ -814,7 +814,10 @@ async fn lever_append(
         | AppendImpl::SqlOneProbed
         | AppendImpl::SqlOneUnannounced
         | AppendImpl::SqlOneUnprepared => {
-            let sql = levers::one_event(imp != AppendImpl::SqlOneUnannounced);
+            let sql = levers::one_event(
+                imp != AppendImpl::SqlOneUnannounced,
+                imp == AppendImpl::SqlOneProbed,
+            );
             sqlx::query(AssertSqlSafe(sql))
                 .persistent(imp != AppendImpl::SqlOneUnprepared)
                 .bind("BankAccount")
@@ -825,7 +828,6 @@ async fn lever_append(
                 .bind(1i32)
                 .bind(Json(&*e.payload))
                 .bind(Json(&e.metadata))
-                .bind(imp != AppendImpl::SqlOneProbed)
                 .fetch_optional(pool)
                 .await?
                 .ok_or("the lever statement wrote nothing")?;
