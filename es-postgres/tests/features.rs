@@ -1076,24 +1076,34 @@ async fn versions_appended_in_a_rolled_back_transaction_are_not_taken_as_known()
     assert_eq!(store.stream_version(&stream).await.expect("version"), 0);
 }
 
-/// How an append statement was planned in the one session of `store` (a pool of one
-/// connection): (statement, generic plans, custom plans) per append statement prepared.
-async fn append_plans(store: &PostgresStore) -> Vec<(String, i64, i64)> {
-    sqlx::query_as(
-        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
-         WHERE statement LIKE 'INSERT INTO%' OR statement LIKE 'WITH appended AS%'",
-    )
-    .fetch_all(store.pool())
-    .await
-    .expect("prepared statements")
+/// How each statement prepared in the one session of `store` (a pool of one connection)
+/// was planned: (statement, generic plans, custom plans).
+async fn plans(store: &PostgresStore) -> Vec<(String, i64, i64)> {
+    sqlx::query_as("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        .fetch_all(store.pool())
+        .await
+        .expect("prepared statements")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn append_statements_are_planned_once_not_on_every_execution() {
-    let store = common::fresh_store().await;
-    // A table of some size: the planner weighs a generic plan's look-ups by it.
+/// Fails for a statement run more than five times that PostgreSQL still planned for its
+/// parameters' values (a custom plan) after the fifth: it plans it on every execution.
+fn assert_planned_once(what: &str, plans: Vec<(String, i64, i64)>) {
+    for (statement, generic, custom) in plans {
+        if generic + custom > 5 {
+            assert!(
+                custom <= 5,
+                "{what}: planned for its values on {custom} of {} executions: {statement}",
+                custom + generic
+            );
+        }
+    }
+}
+
+/// Fills the events table of `store` with 50,000 rows: the planner weighs a generic plan's
+/// look-ups by the table's size.
+async fn fill(store: &PostgresStore) {
     sqlx::query(q(
-        &store,
+        store,
         "INSERT INTO {s}.events (event_id, aggregate_type, aggregate_id, version, event_name, \
            schema_version, payload, metadata, recorded_at) \
          SELECT gen_random_uuid(), 'Filler', 'filler-' || g, 1, 'Filler', 1, '{}', '{}', now() \
@@ -1102,10 +1112,21 @@ async fn append_statements_are_planned_once_not_on_every_execution() {
     .execute(store.pool())
     .await
     .expect("filler");
+}
+
+/// A store on one connection, so that every statement runs in one session.
+fn one_session(store: &PostgresStore) -> PostgresStore {
+    common::reopen(store, StoreOptions::new().notify(false).group_commit(0), 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_statements_are_planned_once_not_on_every_execution() {
+    let store = common::fresh_store().await;
+    fill(&store).await;
     for (kind, batch) in (0..4).flat_map(|kind| [(kind, 1), (kind, 2)]) {
         // A session of its own per kind of append, each kind as an application sends it
         // again and again.
-        let one = common::reopen(&store, StoreOptions::new().notify(false).group_commit(0), 1);
+        let one = one_session(&store);
         let stream = StreamId::new("Account", format!("kind-{kind}-{batch}"));
         for i in 0..12u64 {
             let expected = match kind {
@@ -1139,18 +1160,53 @@ async fn append_statements_are_planned_once_not_on_every_execution() {
                 .await
                 .expect("append");
         }
-        let plans = append_plans(&one).await;
+        let plans = plans(&one).await;
         assert!(
-            !plans.is_empty(),
+            plans
+                .iter()
+                .any(|(statement, ..)| statement.contains("INSERT INTO")),
             "kind {kind}: no append statement prepared"
         );
-        for (statement, generic, custom) in plans {
-            assert!(
-                custom <= 5 && generic > 0,
-                "kind {kind}, {batch} events: planned for its values on {custom} of {} \
-                 executions: {statement}",
-                custom + generic
-            );
-        }
+        assert_planned_once(&format!("kind {kind}, {batch} events"), plans);
     }
+}
+
+/// An account that never snapshots.
+#[derive(Aggregate, Default, Serialize, Deserialize)]
+#[aggregate(name = "Wallet", events(Deposited))]
+pub struct Wallet {
+    balance: i64,
+}
+
+impl Apply<Deposited> for Wallet {
+    fn apply(&mut self, e: &Deposited) {
+        self.balance += e.amount;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_of_a_command_is_planned_once() {
+    let store = common::fresh_store().await;
+    fill(&store).await;
+    // A session of its own per aggregate, each as an application sends its commands.
+    let snapshotting = one_session(&store);
+    let accounts = Repository::<Account, _>::new(snapshotting.clone()).without_state_cache();
+    let never = one_session(&store);
+    let wallets = Repository::<Wallet, _>::new(never.clone()).without_state_cache();
+    for amount in 1..=12 {
+        accounts
+            .execute("a", Metadata::by_user("u"), |_| {
+                Ok::<_, std::convert::Infallible>(Deposited { amount })
+            })
+            .await
+            .expect("snapshotting aggregate");
+        wallets
+            .execute("w", Metadata::by_user("u"), |_| {
+                Ok::<_, std::convert::Infallible>(Deposited { amount })
+            })
+            .await
+            .expect("aggregate without snapshots");
+    }
+    assert_planned_once("snapshotting aggregate", plans(&snapshotting).await);
+    assert_planned_once("aggregate without snapshots", plans(&never).await);
 }

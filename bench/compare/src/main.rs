@@ -816,7 +816,8 @@ async fn lever_append(
         | AppendImpl::SqlOneUnprepared => {
             let sql = levers::one_event(
                 imp != AppendImpl::SqlOneUnannounced,
-                imp == AppendImpl::SqlOneProbed,
+                // As the store: there is nothing to look for before the first event.
+                imp == AppendImpl::SqlOneProbed && version > 0,
             );
             sqlx::query(AssertSqlSafe(sql))
                 .persistent(imp != AppendImpl::SqlOneUnprepared)
