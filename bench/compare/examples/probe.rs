@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `PROBE_STORES` names store variants: `off` (group commit off), a number (that many
-//! lanes), `default`, `quiet` (NOTIFY off), `notify20` (NOTIFY at most every 20 ms),
+//! lanes), `default`, `quiet` (NOTIFY off), `notify2` / `notify20` (NOTIFY at most every 2 /
+//! 20 ms),
 //! `ping` (ping on every acquire). `hand` (the INSERT) always runs.
 
 use std::time::{Duration, Instant};
@@ -201,6 +202,7 @@ async fn main() -> Res<()> {
             "default" => base(),
             "off" => base().group_commit(0),
             "quiet" => base().notify(false),
+            "notify2" => base().notify_interval(Duration::from_millis(2)),
             "notify20" => base().notify_interval(Duration::from_millis(20)),
             "ping" => base().ping_after_idle(Duration::ZERO),
             lanes => base().group_commit(lanes.parse()?),

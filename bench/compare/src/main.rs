@@ -191,7 +191,7 @@ struct Env {
     /// The same tables, every pooled connection pinged before use (sqlx's default).
     ours_ping: PostgresStore,
     /// The same tables, NOTIFY at most every 20 ms (default 2 ms).
-    ours_notify20: PostgresStore,
+    ours_notify2: PostgresStore,
     /// Hand-written statements: schema `hand`, a table created `LIKE ours.events`. Its pool
     /// checks connections the way ours does (only after a second idle).
     hand: PgPool,
@@ -249,11 +249,11 @@ async fn setup(admin_url: &str) -> Res<Env> {
             .max_connections(9),
     )
     .await?;
-    let ours_notify20 = PostgresStore::connect_with(
+    let ours_notify2 = PostgresStore::connect_with(
         &url,
         StoreOptions::new()
             .schema("ours")
-            .notify_interval(Duration::from_millis(20))
+            .notify_interval(Duration::from_millis(2))
             .max_connections(9),
     )
     .await?;
@@ -326,7 +326,7 @@ async fn setup(admin_url: &str) -> Res<Env> {
         ours_quiet,
         ours_nogroup,
         ours_ping,
-        ours_notify20,
+        ours_notify2,
         hand,
         peer,
     })
@@ -741,7 +741,7 @@ enum AppendImpl {
     OursQuiet,
     OursNoGroup,
     OursPingAlways,
-    OursNotify20,
+    OursNotify2,
     Hand,
     /// The hand-written INSERT returning what an append reports (position, version, time).
     HandReturning,
@@ -767,7 +767,7 @@ impl AppendImpl {
             AppendImpl::OursQuiet => (Kind::Lever, "lever: append, NOTIFY off"),
             AppendImpl::OursNoGroup => (Kind::Lever, "lever: append, group commit off"),
             AppendImpl::OursPingAlways => (Kind::Lever, "lever: append, ping on every acquire"),
-            AppendImpl::OursNotify20 => (Kind::Lever, "lever: append, NOTIFY at most every 20 ms"),
+            AppendImpl::OursNotify2 => (Kind::Lever, "lever: append, NOTIFY at most every 2 ms (the previous default)"),
             AppendImpl::Hand if batch == 1 => {
                 (Kind::Hand, "hand-written: single INSERT (autocommit)")
             }
@@ -879,10 +879,10 @@ async fn append_cell(
         | AppendImpl::OursQuiet
         | AppendImpl::OursNoGroup
         | AppendImpl::OursPingAlways
-        | AppendImpl::OursNotify20 => {
+        | AppendImpl::OursNotify2 => {
             let store = match imp {
                 AppendImpl::OursQuiet => env.ours_quiet.clone(),
-                AppendImpl::OursNotify20 => env.ours_notify20.clone(),
+                AppendImpl::OursNotify2 => env.ours_notify2.clone(),
                 AppendImpl::OursNoGroup => env.ours_nogroup.clone(),
                 AppendImpl::OursPingAlways => env.ours_ping.clone(),
                 _ => env.ours.clone(),
@@ -1058,7 +1058,7 @@ async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
                 HandReturning,
                 Peer,
                 OursQuiet,
-                OursNotify20,
+                OursNotify2,
                 OursPingAlways,
                 SqlOne,
                 SqlOneProbed,
@@ -1077,7 +1077,7 @@ async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
                 HandReturning,
                 Peer,
                 OursQuiet,
-                OursNotify20,
+                OursNotify2,
                 OursNoGroup,
                 OursPingAlways,
                 SqlOne,
@@ -1732,7 +1732,7 @@ async fn main() -> Res<()> {
     env.ours_quiet.pool().close().await;
     env.ours_nogroup.pool().close().await;
     env.ours_ping.pool().close().await;
-    env.ours_notify20.pool().close().await;
+    env.ours_notify2.pool().close().await;
     env.hand.close().await;
     env.peer.close().await;
     Ok(())
