@@ -446,6 +446,24 @@ const HAND_INSERT: &str = "INSERT INTO hand.events (event_id, aggregate_type, ag
 const HAND_INSERT_RETURNING: &str = "INSERT INTO hand.events (event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now()) RETURNING position, version, recorded_at";
 
+/// `sql` (one of the single-row INSERTs above) with `e` bound at `version` of stream `id`.
+fn hand_insert<'q>(
+    sql: &'static str,
+    e: &'q NewEvent,
+    id: &'q str,
+    version: i64,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(e.event_id)
+        .bind("BankAccount")
+        .bind(id)
+        .bind(version)
+        .bind(&e.event_name)
+        .bind(1i32)
+        .bind(Json(&*e.payload))
+        .bind(Json(&e.metadata))
+}
+
 const HAND_INSERT_MANY: &str = "INSERT INTO hand.events (event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at) \
      SELECT u.id, $2, $3, u.version, u.name, 1, u.payload, u.meta, now() \
      FROM unnest($1::uuid[], $4::bigint[], $5::text[], $6::jsonb[], $7::jsonb[]) AS u (id, version, name, payload, meta)";
@@ -801,7 +819,8 @@ impl AppendImpl {
     }
 }
 
-/// One event through one of the hand-sent lever statements.
+/// One event through one of the hand-sent statements: the INSERT returning what an append
+/// reports, or a lever.
 async fn lever_append(
     pool: &PgPool,
     imp: AppendImpl,
@@ -810,6 +829,14 @@ async fn lever_append(
     e: &NewEvent,
 ) -> Res<()> {
     match imp {
+        AppendImpl::HandReturning => {
+            let row = hand_insert(HAND_INSERT_RETURNING, e, id, version + 1)
+                .fetch_one(pool)
+                .await?;
+            let _position: i64 = row.try_get(0)?;
+            let _version: i64 = row.try_get(1)?;
+            let _at: chrono::DateTime<chrono::Utc> = row.try_get(2)?;
+        }
         AppendImpl::SqlOne
         | AppendImpl::SqlOneProbed
         | AppendImpl::SqlOneUnannounced
@@ -919,15 +946,7 @@ async fn append_cell(
                         if batch == 1 {
                             let e = deposit_event(i, &meta)?;
                             i += 1;
-                            sqlx::query(HAND_INSERT)
-                                .bind(e.event_id)
-                                .bind("BankAccount")
-                                .bind(&id)
-                                .bind(version + 1)
-                                .bind(&e.event_name)
-                                .bind(1i32)
-                                .bind(Json(&*e.payload))
-                                .bind(Json(&e.metadata))
+                            hand_insert(HAND_INSERT, &e, &id, version + 1)
                                 .execute(&pool)
                                 .await?;
                         } else {
@@ -964,7 +983,8 @@ async fn append_cell(
             })
             .await
         }
-        AppendImpl::SqlOne
+        AppendImpl::HandReturning
+        | AppendImpl::SqlOne
         | AppendImpl::SqlOneProbed
         | AppendImpl::SqlOneUnannounced
         | AppendImpl::SqlOneUnprepared
@@ -979,35 +999,6 @@ async fn append_cell(
                         let e = deposit_event(i, &meta)?;
                         i += 1;
                         lever_append(&pool, imp, &id, version, &e).await?;
-                        version += 1;
-                        done += window.count(1);
-                    }
-                    Ok(done)
-                }
-            })
-            .await
-        }
-        AppendImpl::HandReturning => {
-            timed(writers, |w, window| {
-                let (pool, meta) = (env.hand.clone(), meta.clone());
-                let id = format!("{tag}-w{w}");
-                async move {
-                    let (mut done, mut version, mut i) = (0, 0i64, 0u64);
-                    while window.open() {
-                        let e = deposit_event(i, &meta)?;
-                        i += 1;
-                        let (_position, _version, _at): (i64, i64, chrono::DateTime<chrono::Utc>) =
-                            sqlx::query_as(HAND_INSERT_RETURNING)
-                                .bind(e.event_id)
-                                .bind("BankAccount")
-                                .bind(&id)
-                                .bind(version + 1)
-                                .bind(&e.event_name)
-                                .bind(1i32)
-                                .bind(Json(&*e.payload))
-                                .bind(Json(&e.metadata))
-                                .fetch_one(&pool)
-                                .await?;
                         version += 1;
                         done += window.count(1);
                     }
