@@ -785,7 +785,10 @@ impl AppendImpl {
             AppendImpl::OursQuiet => (Kind::Lever, "lever: append, NOTIFY off"),
             AppendImpl::OursNoGroup => (Kind::Lever, "lever: append, group commit off"),
             AppendImpl::OursPingAlways => (Kind::Lever, "lever: append, ping on every acquire"),
-            AppendImpl::OursNotify2 => (Kind::Lever, "lever: append, NOTIFY at most every 2 ms (the previous default)"),
+            AppendImpl::OursNotify2 => (
+                Kind::Lever,
+                "lever: append, NOTIFY at most every 2 ms (the previous default)",
+            ),
             AppendImpl::Hand if batch == 1 => {
                 (Kind::Hand, "hand-written: single INSERT (autocommit)")
             }
@@ -1077,7 +1080,11 @@ async fn bench_appends(env: &Env, report: &mut Report) -> Res<()> {
                 Xid8Insert,
             ],
         ),
-        (1, 32, &[Ours, Hand, HandReturning, Peer, OursNoGroup, OursQuiet]),
+        (
+            1,
+            32,
+            &[Ours, Hand, HandReturning, Peer, OursNoGroup, OursQuiet],
+        ),
         (100, 1, &[Ours, Hand, Peer]),
         (100, 4, &[Ours, Hand, Peer, OursNoGroup]),
     ];
