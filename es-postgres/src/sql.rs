@@ -419,6 +419,10 @@ fn append_one(s: &str, check: Check) -> String {
 /// conflict, an idempotent retry). Returns the written events (id, position, version, time).
 /// A unique violation can then only come from an append that is still uncommitted elsewhere
 /// (a race): it fails the whole statement, which writes nothing.
+///
+/// Every array is read through a scalar subquery, so the planner never sees its length: a
+/// plan for the group's actual lengths (a custom plan) looked cheaper than the plan for any
+/// lengths, so PostgreSQL planned the statement again for every group.
 fn append_group(s: &str) -> String {
     let exists = codes::EXPECT_EXISTS;
     let announce = announce(s);
@@ -429,10 +433,12 @@ fn append_group(s: &str) -> String {
                     SELECT v.version FROM {s}.events v \
                     WHERE v.aggregate_type = r.t AND v.aggregate_id = r.a \
                     ORDER BY v.version DESC LIMIT 1), 0) END AS base \
-           FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS r (t, a, x, k)), \
+           FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::bigint[])) \
+                WITH ORDINALITY AS r (t, a, x, k)), \
          ev AS MATERIALIZED ( \
-           SELECT * FROM unnest($4::int[], $5::uuid[], $6::text[], $7::int[], $8::jsonb[], \
-                                $9::jsonb[], $10::int[]) \
+           SELECT * FROM unnest((SELECT $4::int[]), (SELECT $5::uuid[]), (SELECT $6::text[]), \
+                                (SELECT $7::int[]), (SELECT $8::jsonb[]), (SELECT $9::jsonb[]), \
+                                (SELECT $10::int[])) \
                     WITH ORDINALITY AS u (k, id, name, sv, payload, meta, off, n)), \
          ok AS MATERIALIZED ( \
            SELECT req.k, req.t, req.a, req.base FROM req \

@@ -1210,3 +1210,36 @@ async fn every_statement_of_a_command_is_planned_once() {
     assert_planned_once("snapshotting aggregate", plans(&snapshotting).await);
     assert_planned_once("aggregate without snapshots", plans(&never).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_statements_are_planned_once() {
+    let store = common::fresh_store().await;
+    fill(&store).await;
+    // One lane on one connection: concurrent appends queue and leave as groups.
+    let one = common::reopen(&store, StoreOptions::new().notify(false).group_commit(1), 1);
+    for round in 0..12u64 {
+        let appends = (0..6).map(|writer| {
+            let one = one.clone();
+            async move {
+                let stream = StreamId::new("Account", format!("group-{writer}"));
+                let expected = match round {
+                    0 => ExpectedVersion::NoStream,
+                    n => ExpectedVersion::Exact(n),
+                };
+                one.append(&stream, expected, vec![event("Deposited", round)])
+                    .await
+                    .expect("append");
+            }
+        });
+        futures::future::join_all(appends).await;
+    }
+    let plans = plans(&one).await;
+    assert!(
+        plans.iter().any(
+            |(statement, generic, custom)| statement.starts_with("WITH req")
+                && generic + custom > 5
+        ),
+        "the appends went out as groups: {plans:#?}"
+    );
+    assert_planned_once("group commit", plans);
+}
