@@ -2,7 +2,7 @@
 //! and wake-ups.
 
 use es_core::{Error, GlobalLog, LogFilter, LogPage, RecordedEvent, Wakeup};
-use sqlx::{AssertSqlSafe, PgConnection};
+use sqlx::{AssertSqlSafe, PgConnection, PgExecutor};
 
 use crate::error;
 use crate::rows::{self, LogRow};
@@ -32,34 +32,77 @@ impl PostgresStore {
         limit: usize,
         filter: &LogFilter,
     ) -> Result<(LogPage, Option<u64>), Error> {
-        let empty = LogPage {
-            events: Vec::new(),
-            scanned_to: after,
+        let Some(request) = PageRequest::new(after, limit, filter) else {
+            return Ok((empty_page(after), None));
         };
+        let rows = self
+            .page_rows(&mut *conn, &request, filter)
+            .await
+            .map_err(error::uncommitted)?;
+        request.page(rows)
+    }
+
+    /// The rows of `es_read_log` for `request`: the events, then the frontier.
+    async fn page_rows<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        request: &PageRequest,
+        filter: &LogFilter,
+    ) -> Result<Vec<LogRow>, sqlx::Error> {
+        sqlx::query_as(AssertSqlSafe(self.inner.sql.read_log.clone()))
+            .bind(request.after_i64)
+            .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
+            .bind(storable_names(&filter.aggregate_types))
+            .bind(storable_names(&filter.event_names))
+            .bind(filter.recorded_from)
+            .bind(request.before.map(clamp_i64))
+            .fetch_all(executor)
+            .await
+    }
+}
+
+/// A page with nothing in it, scanned to `after`.
+fn empty_page(after: u64) -> LogPage {
+    LogPage {
+        events: Vec::new(),
+        scanned_to: after,
+    }
+}
+
+/// A read of the log that can return something: `after` within what can be stored, a
+/// `limit` above zero, a `before` bound above `after + 1`.
+struct PageRequest {
+    after: u64,
+    after_i64: i64,
+    limit: usize,
+    /// The filter's `before` bound, if it bounds anything that can be stored.
+    before: Option<u64>,
+}
+
+impl PageRequest {
+    fn new(after: u64, limit: usize, filter: &LogFilter) -> Option<Self> {
         if limit == 0 {
-            return Ok((empty, None));
+            return None;
         }
         // Nothing is stored beyond i64::MAX.
-        let Ok(after_i64) = i64::try_from(after) else {
-            return Ok((empty, None));
-        };
+        let after_i64 = i64::try_from(after).ok()?;
         // A bound beyond i64::MAX bounds nothing that can be stored.
         let before = filter
             .before_position
             .filter(|&before| i64::try_from(before).is_ok());
         if before.is_some_and(|before| before <= after.saturating_add(1)) {
-            return Ok((empty, None));
+            return None;
         }
-        let rows: Vec<LogRow> = sqlx::query_as(AssertSqlSafe(self.inner.sql.read_log.clone()))
-            .bind(after_i64)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(storable_names(&filter.aggregate_types))
-            .bind(storable_names(&filter.event_names))
-            .bind(filter.recorded_from)
-            .bind(before.map(clamp_i64))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(error::uncommitted)?;
+        Some(Self {
+            after,
+            after_i64,
+            limit,
+            before,
+        })
+    }
+
+    /// The page `rows` make, and the end (exclusive) of what the read settled.
+    fn page(&self, rows: Vec<LogRow>) -> Result<(LogPage, Option<u64>), Error> {
         let mut frontier = None;
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
@@ -74,15 +117,15 @@ impl PostgresStore {
             return Err(Error::backend("es_read_log returned no frontier"));
         };
         // Every position below `end` was considered.
-        let end = before.map_or(frontier, |before| frontier.min(before));
+        let end = self.before.map_or(frontier, |before| frontier.min(before));
         let scanned_to = match events.last() {
-            Some(last) if events.len() == limit => last.position,
+            Some(last) if events.len() == self.limit => last.position,
             _ => end.saturating_sub(1),
         };
         Ok((
             LogPage {
                 events,
-                scanned_to: scanned_to.max(after),
+                scanned_to: scanned_to.max(self.after),
             },
             Some(end),
         ))
@@ -101,10 +144,7 @@ impl GlobalLog for PostgresStore {
         filter: &LogFilter,
     ) -> Result<LogPage, Error> {
         if limit == 0 {
-            return Ok(LogPage {
-                events: Vec::new(),
-                scanned_to: after,
-            });
+            return Ok(empty_page(after));
         }
         let read_ahead = self.inner.read_ahead.as_ref();
         // A failed cursor gives no page: the read below is afresh, and reports any error.
@@ -123,9 +163,13 @@ impl GlobalLog for PostgresStore {
                 scanned_to: page.scanned_to,
             });
         }
-        let mut conn = self.pool.acquire().await.map_err(error::acquire)?;
-        let (page, end) = self.read_page(&mut conn, after, limit, filter).await?;
-        drop(conn);
+        let Some(request) = PageRequest::new(after, limit, filter) else {
+            return Ok(empty_page(after));
+        };
+        let rows = self
+            .read(|| self.page_rows(&self.pool, &request, filter))
+            .await?;
+        let (page, end) = request.page(rows)?;
         if let (Some(read_ahead), Some(end)) = (read_ahead, end)
             && page.events.len() == limit
             && end.saturating_sub(page.scanned_to) > limit as u64
@@ -143,10 +187,12 @@ impl GlobalLog for PostgresStore {
     }
 
     async fn head_position(&self) -> Result<u64, Error> {
-        let head: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.head_position.clone()))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(error::uncommitted)?;
+        let head: i64 = self
+            .read(|| {
+                sqlx::query_scalar(AssertSqlSafe(self.inner.sql.head_position.clone()))
+                    .fetch_one(&self.pool)
+            })
+            .await?;
         rows::position(head, "head position")
     }
 

@@ -683,15 +683,13 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// One attempt: when `fast`, the plain-SQL statement first (`sql::append_one` for one
-    /// event, `sql::append_fast` for more), then `es_append` if that wrote nothing.
     /// Runs the read `query` on a pooled connection, and again on another while the
     /// connection turns out dead (killed by the server, reset) rather than the read failing,
     /// at most once per pooled connection: a pool checks only connections idle for
     /// [`StoreOptions::ping_after_idle`], so after the server dropped them all, each may be
     /// handed out once more before it is discarded. A read changes nothing, so it is safe
     /// to repeat.
-    async fn read<T, F, Fut>(&self, query: F) -> Result<T, Error>
+    pub(crate) async fn read<T, F, Fut>(&self, query: F) -> Result<T, Error>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
@@ -708,6 +706,8 @@ impl PostgresStore {
         }
     }
 
+    /// One attempt: when `fast`, the plain-SQL statement first (`sql::append_one` for one
+    /// event, `sql::append_fast` for more), then `es_append` if that wrote nothing.
     async fn attempt(
         &self,
         conn: &mut PgConnection,

@@ -895,9 +895,22 @@ async fn pg_tx_never_fakes_a_commit_nor_leaks_a_transaction() {
     );
 }
 
-/// Reads by stream or event id survive a server that just killed every pooled connection:
-/// `connect_with`'s pool checks only connections idle for a second, so the next reads are
-/// handed dead connections, and each must run again on a live one instead of failing.
+/// Terminates every session with `application_name` `app`; how many.
+async fn kill_sessions(app: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = $1",
+    )
+    .bind(app)
+    .fetch_one(&common::pool("killer", 1))
+    .await
+    .expect("kill")
+}
+
+/// Reads (by stream, by event id, of the global log and its head) survive a server that just
+/// killed every pooled connection: `connect_with`'s pool checks only connections idle for a
+/// second, so the next reads are handed dead connections, and each must run again on a live
+/// one instead of failing (a follower would otherwise report one error per dead connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_run_again_when_the_server_killed_their_connections() {
     let schema = common::fresh_schema().await;
@@ -919,14 +932,7 @@ async fn reads_run_again_when_the_server_killed_their_connections() {
         for read in futures::future::join_all(reads).await {
             assert_eq!(read.expect("read before the kill").len(), 3);
         }
-        let killed: i64 = sqlx::query_scalar(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = $1",
-        )
-        .bind(&app)
-        .fetch_one(&common::pool("killer", 1))
-        .await
-        .expect("kill");
+        let killed = kill_sessions(&app).await;
         assert!(killed >= 1, "round {round}: nothing to kill");
         assert_eq!(
             store
@@ -945,6 +951,25 @@ async fn reads_run_again_when_the_server_killed_their_connections() {
         let (_, loaded) = store.load_stream(&s, None).await.expect("load_stream");
         assert_eq!(loaded.len(), 3);
         assert!(store.load_snapshot(&s).await.expect("snapshot").is_none());
+        // The global log, on a pool of dead connections again.
+        let reads = (0..4).map(|_| store.read_stream(&s, &all));
+        futures::future::join_all(reads).await;
+        let killed = kill_sessions(&app).await;
+        assert!(
+            killed >= 1,
+            "round {round}: nothing to kill before the log reads"
+        );
+        for _ in 0..4 {
+            let page = store
+                .read_log(0, 10, &LogFilter::all())
+                .await
+                .expect("read_log after the kill");
+            assert_eq!(page.events.len(), 3);
+            assert_eq!(
+                store.head_position().await.expect("head after the kill"),
+                stored[2].position
+            );
+        }
     }
 }
 
